@@ -1,0 +1,1 @@
+"""IMKD model library (ROS-free): data contract, model, distillation, data, evaluation."""

@@ -1,0 +1,1 @@
+"""Data readers: nuScenes (devkit), synthetic nuScenes-format generator, training Dataset."""

@@ -1,0 +1,1 @@
+"""Networks: backbones, view transform, radar/LiDAR encoders, fusion, BEV encoder, heads."""

@@ -1,0 +1,1 @@
+"""Offline scripts: dataset generation, training, evaluation, export, benchmarks."""
