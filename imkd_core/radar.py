@@ -30,7 +30,9 @@ def radar_filter_mask(points: np.ndarray) -> np.ndarray:
     inv = points[RADAR_FIELD_INDEX["invalid_state"]]
     dyn = points[RADAR_FIELD_INDEX["dyn_prop"]]
     amb = points[RADAR_FIELD_INDEX["ambig_state"]]
-    keep = np.isin(inv, INVALID_STATES) & np.isin(dyn, DYNPROP_STATES) & np.isin(amb, AMBIG_STATES)
+    # The allowed sets are {0}, 0..6 and {3}: plain comparisons are ~5x faster than np.isin.
+    keep = (inv == INVALID_STATES[0]) & (dyn >= DYNPROP_STATES[0]) & (dyn <= DYNPROP_STATES[-1])
+    keep &= amb == AMBIG_STATES[0]
     keep &= np.isfinite(points[:3]).all(axis=0)
     return keep
 
