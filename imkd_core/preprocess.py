@@ -51,6 +51,26 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return S @ np.asarray(K, dtype=np.float64)
 
 
+def reduced_intrinsics(K: np.ndarray, src_hw: tuple[int, int], decoded_hw: tuple[int, int],
+                       reduction: int) -> np.ndarray:
+    """K of an image decoded with JPEG DCT reduction `reduction`.
+
+    libjpeg scales every 8x8 block by exactly 1/reduction and rounds the image size up
+    (ceil(H / r) x ceil(W / r), the last row/column partial), so the scale is exactly 1/r, not
+    decoded/src (1 % off for H = 198, r = 4). Other decoders (PNG is resized by OpenCV) or an
+    unknown source size fall back to the decoded/src ratio.
+    """
+    src_h, src_w = src_hw
+    h, w = decoded_hw
+    if (src_h, src_w) == (h, w) or (reduction == 1 and not src_h):
+        return np.asarray(K, dtype=np.float64)
+    if not src_h or not src_w:
+        return scale_intrinsics(K, 1.0 / reduction, 1.0 / reduction)
+    if (h, w) == (-(-src_h // reduction), -(-src_w // reduction)):
+        return scale_intrinsics(K, 1.0 / reduction, 1.0 / reduction)
+    return scale_intrinsics(K, w / src_w, h / src_h)
+
+
 @dataclass(frozen=True)
 class ImageAug:
     """Resize by `scale`, crop a dst-size window at (top, left), then optionally mirror."""
