@@ -19,9 +19,17 @@ Rules (DESIGN.md, "The ROS 2 node"):
   stamped at or after frame stamp - `radar_tolerance_ns`; in nuScenes the keyframe radar sweep of
   a sample, which the offline reader starts from, lies -3..+75 ms from CAM_FRONT) or, in mode
   "causal", the sweeps stamped at or before frame stamp + `radar_tolerance_ns`; the last
-  `radar_sweeps` of them. A frame waits for the evidence that settles this choice (the closing
-  sweep / a later sweep) at most `radar_timeout_ns` of input time, so replaying a bag gives the
-  same frames however the messages interleave. Each sweep goes through `lookup_full(base_link @ frame stamp <- radar @
+  `radar_sweeps` of them, walking back from the newest selected sweep and stopping at the first
+  gap between consecutive sweeps longer than `radar_max_gap_ns` or at a sweep older than frame
+  stamp - `radar_max_age_ns`. The offline reader follows a radar's `prev` chain from the keyframe
+  sweep over the sweep files that exist, so on keyframe-only data it takes the keyframe sweep
+  alone; the gap rule gives the same on a keyframe-only bag (2 Hz) instead of summing keyframes
+  seconds old. A frame waits for the evidence that settles this choice (the closing sweep / a
+  later sweep) at most `radar_timeout_ns` of input time, also for a configured radar that has
+  sent nothing since start or the last reset (so the first frames do not depend on which radar
+  happened to be heard from first); a radar still without sweeps then is left out (counted in
+  `radars_missing`). Replaying a bag thus gives the same frames however the messages
+  interleave. Each sweep goes through `lookup_full(base_link @ frame stamp <- radar @
   sweep stamp, fixed_frame)` and the one shared filter + feature function
   `imkd_core.radar.radar_features`.
 - A completed frame also waits until the TF buffer covers each of its inputs up to its stamp
@@ -68,7 +76,8 @@ STAT_KEYS: tuple[str, ...] = (
     "trigger_duplicates",       # trigger images at or before an already seen trigger stamp
     "radar_out_of_order",       # sweeps older than the newest of their radar (sorted in)
     "radar_duplicates",         # sweeps with a stamp already buffered (replaced)
-    "radar_timeouts",           # radars a frame stopped waiting for
+    "radar_timeouts",           # radars a frame stopped waiting for (silent or never heard from)
+    "radars_missing",           # radar slots without any sweep in frames handed to the build
     "tf_timeouts",              # frames built before odometry covered all their stamps
     "radar_sweeps_dropped_tf",  # sweeps left out of a frame because TF was missing
     "radar_points_nonfinite",   # rows dropped after filtering because of NaN/inf features
@@ -95,6 +104,11 @@ class AssemblerConfig:
     # radar keyframes) 1 ms picks the devkit's keyframe sweep in 98 % of cases (10 ms: 87 %)
     radar_tolerance_ns: int = 1 * MS
     radar_timeout_ns: int = 100 * MS             # input time after the trigger before giving up
+    # accumulation stops at a gap between consecutive sweeps longer than this (nuScenes radars:
+    # ~13 Hz, periods 68-81 ms) - the analogue of the offline reader's sweep chain ending on
+    # keyframe-only data (2 Hz: 500 ms gaps)
+    radar_max_gap_ns: int = 300 * MS  # > 2 radar periods: spans a dropped sweep like the offline reader, not a 2 Hz keyframe gap
+    radar_max_age_ns: int = 1_000 * MS           # sweeps older than frame stamp - this are never used
     radar_buffer_len: int = 16                   # sweeps kept per radar
     tf_timeout_ns: int = 50 * MS                 # input time past an input's stamp to wait for its TF
     max_pending_frames: int = 1                  # completed frames waiting for poll()
@@ -120,7 +134,7 @@ class AssemblerConfig:
         if self.radar_mode not in ("closing", "causal"):
             raise ValueError(f"radar_mode must be 'closing' or 'causal', got {self.radar_mode!r}")
         for name in ("match_window_ns", "camera_timeout_ns", "radar_tolerance_ns", "radar_timeout_ns",
-                     "tf_timeout_ns", "max_clock_jump_back_ns"):
+                     "radar_max_gap_ns", "radar_max_age_ns", "tf_timeout_ns", "max_clock_jump_back_ns"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("camera_buffer_len", "radar_sweeps", "max_pending_frames", "max_pending_triggers"):
@@ -179,6 +193,7 @@ class _Job:
     images: list[_Image | None]
     sweeps: list[list[_Sweep]]
     radar_timeouts: int
+    radars_missing: int = 0
     tf_timeout: bool = False
 
 
@@ -411,8 +426,8 @@ class FrameAssembler:
         """End index (exclusive) of radar r's sweeps for a frame at t; None = keep waiting."""
         cfg = self.config
         stamps = self._radar_stamps[r]
-        if not stamps:
-            return 0  # nothing buffered (radar absent or just reset): do not wait for it
+        if not stamps:  # nothing since start/reset: wait for it like for a late closing sweep
+            return 0 if timed_out else None
         limit = bisect.bisect_right(stamps, t + cfg.radar_timeout_ns)
         if cfg.radar_mode == "closing":
             j = bisect.bisect_left(stamps, t - cfg.radar_tolerance_ns)
@@ -423,6 +438,21 @@ class FrameAssembler:
             if end < len(stamps):
                 return end
         return limit if timed_out else None
+
+    def _radar_start(self, r: int, t: int, end: int) -> int:
+        """Start index of radar r's sweeps for a frame at t ending at `end` (exclusive): at most
+        `radar_sweeps`, none older than t - radar_max_age_ns, and, walking back from the newest,
+        none beyond a gap longer than radar_max_gap_ns (the analogue of a broken sweep chain)."""
+        cfg = self.config
+        stamps = self._radar_stamps[r]
+        lo = max(0, end - cfg.radar_sweeps)
+        lo = bisect.bisect_left(stamps, t - cfg.radar_max_age_ns, lo, end)
+        if end - lo > 1:
+            gaps = np.diff(np.asarray(stamps[lo:end], dtype=np.int64))
+            breaks = np.flatnonzero(gaps > cfg.radar_max_gap_ns)
+            if breaks.size:
+                lo += int(breaks[-1]) + 1
+        return lo
 
     def _try_complete(self, p: _Pending) -> _Job | None:
         cfg = self.config
@@ -436,8 +466,8 @@ class FrameAssembler:
                 return None
             for r in waiting:  # give up on these radars: take what they have up to the limit
                 ends[r] = self._radar_end(r, p.stamp, True)
-        sweeps = [self._radar_buf[r][max(0, end - cfg.radar_sweeps):end] for r, end in enumerate(ends)]
-        job = _Job(p.stamp, list(p.images), sweeps, len(waiting))
+        sweeps = [self._radar_buf[r][self._radar_start(r, p.stamp, end):end] for r, end in enumerate(ends)]
+        job = _Job(p.stamp, list(p.images), sweeps, len(waiting), sum(not sw for sw in sweeps))
         settled = self._tf_settled(job)
         if settled is None:
             return None
@@ -513,6 +543,7 @@ class FrameAssembler:
         cfg, tf, t = self.config, self.tf, job.stamp
         n = len(cfg.cameras)
         counts["radar_timeouts"] += job.radar_timeouts
+        counts["radars_missing"] += job.radars_missing
         counts["tf_timeouts"] += job.tf_timeout
         try:
             ego_from_fixed = tf.lookup(cfg.base_frame, cfg.fixed_frame, t)

@@ -276,7 +276,7 @@ def test_causal_mode_takes_only_sweeps_up_to_the_stamp():
     np.testing.assert_allclose(sorted(f.radar[:, 6]), [0.0, 0.075, 0.15], atol=1e-6)
 
 
-def test_dead_radar_times_out_and_absent_radar_is_not_awaited():
+def test_dead_and_absent_radars_time_out():
     cfg = AssemblerConfig(radars=("RADAR_FRONT", "RADAR_BACK_LEFT"))
     asm = FrameAssembler(cfg, make_tf())
     pts = radar_points(np.array([[10.0], [0.0], [0.0]]))
@@ -284,7 +284,135 @@ def test_dead_radar_times_out_and_absent_radar_is_not_awaited():
     feed(asm, cycle_events(1 * S, 1))                            # RADAR_BACK_LEFT never sent
     assert asm.poll(1 * S + 99 * MS) == []
     (f,) = asm.poll(1 * S + 101 * MS)
-    assert len(f.radar) == 1 and asm.stats["radar_timeouts"] == 1
+    # the silent radar's last sweep (500 ms old, within radar_max_age_ns) is used
+    assert len(f.radar) == 1
+    assert asm.stats["radar_timeouts"] == 2 and asm.stats["radars_missing"] == 1
+
+
+RADAR_PERIOD = 77 * MS  # nuScenes radars: ~13 Hz
+PT = np.array([[10.0], [0.0], [0.0]])  # one point 10 m along each radar's boresight
+
+
+def radar_events(name: str, stamps) -> list[tuple[int, str, tuple]]:
+    return [(int(s), "radar", (name, radar_points(PT))) for s in stamps]
+
+
+def radar_dts(f, name: str) -> list[float]:
+    """Sorted dt column (s) of the rows from radar `name` (RADAR_FRONT looks ahead, the back
+    radars behind: the sign of x in base_link tells them apart, motion compensation included)."""
+    sel = f.radar[:, 0] > 0 if name == "RADAR_FRONT" else f.radar[:, 0] < 0
+    return sorted(np.round(f.radar[sel, 6].astype(np.float64), 6).tolist())
+
+
+def test_keyframe_only_stream_uses_one_sweep_per_radar_like_the_offline_reader():
+    """A keyframe-only bag (2 Hz): the offline reader's sweep chain ends at the keyframe sweep
+    (no sweep files), so the node must not sum keyframes up to 3 s old."""
+    offsets_ms = dict(zip(RADARS, (0, 10, 25, 50, 75)))  # keyframe radar sweeps 0..75 ms after CAM_FRONT
+    asm = FrameAssembler(AssemblerConfig(radar_sweeps=6), make_tf())
+    triggers = [1 * S + k * 500 * MS for k in range(10)]
+    ev = [e for k, t in enumerate(triggers) for e in cycle_events(t, k, AFTER_OFFSETS_MS)]
+    ev += [e for name, o in offsets_ms.items() for e in radar_events(name, [t + o * MS for t in triggers])]
+    frames = feed(asm, ev, poll=True) + asm.poll(10 * S)
+    assert [f.stamp for f in frames] == triggers
+    for f in frames:
+        np.testing.assert_allclose(sorted(f.radar[:, 6]), sorted(-o / 1e3 for o in offsets_ms.values()), atol=1e-6)
+    st = asm.stats
+    assert st["radar_timeouts"] == 0 and st["radars_missing"] == 0
+
+
+def test_full_rate_stream_accumulates_radar_sweeps():
+    radars = ("RADAR_FRONT", "RADAR_BACK_LEFT")
+    asm = FrameAssembler(AssemblerConfig(radars=radars, radar_sweeps=6), make_tf())
+    triggers = [1 * S + k * CAM_PERIOD for k in range(12)]
+    ev = [e for k, t in enumerate(triggers) for e in cycle_events(t, k, AFTER_OFFSETS_MS)]
+    for r, name in enumerate(radars):
+        ev += radar_events(name, range(500 * MS + r * 11 * MS, 2 * S + 200 * MS, RADAR_PERIOD))
+    frames = feed(asm, ev, poll=True) + asm.poll(3 * S)
+    assert [f.stamp for f in frames] == triggers
+    for f in frames:
+        for name in radars:
+            dts = radar_dts(f, name)
+            assert len(dts) == 6
+            np.testing.assert_allclose(np.diff(dts), RADAR_PERIOD / S, atol=1e-6)
+            assert -RADAR_PERIOD / S < dts[0] <= 1e-3  # the closing sweep (first at/after t - 1 ms)
+    assert asm.stats["radar_timeouts"] == 0 and asm.stats["radars_missing"] == 0
+
+
+def test_dropped_sweep_ends_the_accumulation():
+    """A gap longer than radar_max_gap_ns ends the walk back from the closing sweep, like a
+    broken sweep chain; the default (300 ms) spans one dropped sweep (154 ms at 13 Hz) as the
+    offline reader does, a tighter radar_max_gap_ns stops at it."""
+    radars = ("RADAR_FRONT", "RADAR_BACK_LEFT")
+    t = 2 * S
+    stamps = [t + 20 * MS - k * RADAR_PERIOD for k in range(12)]    # k = 0: the closing sweep
+
+    def run(**kw):
+        asm = FrameAssembler(AssemblerConfig(radars=radars, radar_sweeps=6, **kw), make_tf())
+        ev = cycle_events(t, 1, AFTER_OFFSETS_MS)
+        ev += radar_events("RADAR_FRONT", stamps)
+        ev += radar_events("RADAR_BACK_LEFT", [s for k, s in enumerate(stamps) if k != 3])  # k = 3 dropped
+        (f,) = feed(asm, ev, poll=True)
+        return f
+
+    dt = lambda ks: sorted((t - stamps[k]) / S for k in ks)  # noqa: E731
+    f = run(radar_max_gap_ns=120 * MS)
+    np.testing.assert_allclose(radar_dts(f, "RADAR_FRONT"), dt(range(6)), atol=1e-6)
+    np.testing.assert_allclose(radar_dts(f, "RADAR_BACK_LEFT"), dt([0, 1, 2]), atol=1e-6)
+    f = run()
+    np.testing.assert_allclose(radar_dts(f, "RADAR_BACK_LEFT"), dt([0, 1, 2, 4, 5, 6]), atol=1e-6)
+
+
+def test_radar_sweeps_older_than_max_age_are_not_used():
+    radars = ("RADAR_FRONT", "RADAR_BACK_LEFT")
+    t = 3 * S
+    asm = FrameAssembler(AssemblerConfig(radars=radars), make_tf())
+    ev = cycle_events(t, 1, AFTER_OFFSETS_MS)
+    ev += radar_events("RADAR_FRONT", range(t - 2 * S, t - 1_100 * MS, RADAR_PERIOD))  # silent since t - 1.1 s
+    ev += radar_events("RADAR_BACK_LEFT", [t - 900 * MS])                              # then silent
+    feed(asm, ev)
+    assert asm.poll(t + 100 * MS) == []
+    (f,) = asm.poll(t + 101 * MS)
+    assert radar_dts(f, "RADAR_FRONT") == [] and radar_dts(f, "RADAR_BACK_LEFT") == [0.9]
+    st = asm.stats
+    assert st["radar_timeouts"] == 2 and st["radars_missing"] == 1
+    # a longer max age takes the silent radar's sweeps again (gap rule still applies: all 77 ms apart)
+    asm = FrameAssembler(AssemblerConfig(radars=radars, radar_max_age_ns=2 * S), make_tf())
+    feed(asm, ev)
+    (f,) = asm.poll(t + 101 * MS)
+    assert len(f.radar) == 6 + 1  # (over 1 s the car passes the front radar's points: count all rows)
+
+
+def test_radar_not_heard_from_since_start_or_reset_is_awaited():
+    """Start-up race: the first frame waits for a radar that has sent nothing yet (its first
+    sweep comes late but within radar_timeout_ns) instead of going out with the radars that
+    happened to be first; the same after reset()."""
+    radars = ("RADAR_FRONT", "RADAR_BACK_LEFT")
+    asm = FrameAssembler(AssemblerConfig(radars=radars), make_tf())
+    for t in (1 * S, 4 * S):
+        ev = cycle_events(t, 1, AFTER_OFFSETS_MS) + radar_events("RADAR_FRONT", [t - 60 * MS, t + 15 * MS])
+        assert feed(asm, ev, poll=True) == []           # cameras and RADAR_FRONT done at t + 35 ms
+        assert asm.poll(t + 90 * MS) == []              # still waiting for RADAR_BACK_LEFT
+        asm.add_radar("RADAR_BACK_LEFT", t + 95 * MS, radar_points(PT), "radar_back_left")
+        (f,) = asm.poll()
+        np.testing.assert_allclose(radar_dts(f, "RADAR_FRONT"), [-0.015, 0.06], atol=1e-6)
+        np.testing.assert_allclose(radar_dts(f, "RADAR_BACK_LEFT"), [-0.095], atol=1e-6)
+        asm.reset()
+    st = asm.stats
+    assert st["radar_timeouts"] == 0 and st["radars_missing"] == 0
+
+
+def test_radar_never_heard_from_is_left_out_after_the_timeout():
+    radars = ("RADAR_FRONT", "RADAR_BACK_LEFT")
+    asm = FrameAssembler(AssemblerConfig(radars=radars), make_tf())
+    t = 1 * S
+    ev = cycle_events(t, 1, AFTER_OFFSETS_MS) + radar_events("RADAR_FRONT", [t - 60 * MS, t + 15 * MS, t + 92 * MS])
+    assert feed(asm, ev, poll=True) == []
+    assert asm.poll(t + 100 * MS) == []                  # the timeout is strict (as for cameras)
+    (f,) = asm.poll(t + 101 * MS)
+    np.testing.assert_allclose(radar_dts(f, "RADAR_FRONT"), [-0.015, 0.06], atol=1e-6)
+    assert radar_dts(f, "RADAR_BACK_LEFT") == []
+    st = asm.stats
+    assert st["radar_timeouts"] == 1 and st["radars_missing"] == 1 and st["frames_built"] == 1
 
 
 def test_radar_out_of_order_arrival_is_sorted_in():
