@@ -107,7 +107,7 @@ class AssemblerConfig:
     # accumulation stops at a gap between consecutive sweeps longer than this (nuScenes radars:
     # ~13 Hz, periods 68-81 ms) - the analogue of the offline reader's sweep chain ending on
     # keyframe-only data (2 Hz: 500 ms gaps)
-    radar_max_gap_ns: int = 300 * MS  # > 2 radar periods: spans a dropped sweep like the offline reader, not a 2 Hz keyframe gap
+    radar_max_gap_ns: int = 300 * MS            # > 2 periods: spans one dropped sweep, not a 2 Hz gap
     radar_max_age_ns: int = 1_000 * MS           # sweeps older than frame stamp - this are never used
     radar_buffer_len: int = 16                   # sweeps kept per radar
     tf_timeout_ns: int = 50 * MS                 # input time past an input's stamp to wait for its TF
