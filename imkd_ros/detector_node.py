@@ -1,0 +1,1065 @@
+"""The IMKD detector node: 6 cameras + 5 radars + TF in, vision_msgs/Detection3DArray out.
+
+    imkd-detector [--ros-args --params-file my.yaml -p checkpoint:=student.pt -p device:=cuda]
+    ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt        (real ROS installs)
+
+A thin rclpy wrapper (DESIGN.md, "The ROS 2 node"): message callbacks convert (imkd_ros.msgs)
+and buffer (imkd_ros.assembler.FrameAssembler, which owns the time synchronisation and the
+TfBuffer); the inference callback takes the newest completed SensorFrame and runs
+imkd_core.predict.Predictor. No model math lives here.
+
+Threads: a MultiThreadedExecutor; each camera (image + CameraInfo), each radar, TF, the
+inference and the diagnostics have their own mutually exclusive callback group, so JPEG
+decoding of six cameras overlaps and buffering continues while the model runs. Inference is
+event driven (a guard condition triggered by every accepted input) plus a 20 Hz timer for
+timeouts; the assembler keeps only the newest completed frame when inference is slower than
+the input.
+
+Bad input never raises out of a callback: it is dropped, counted by kind (BAD_KINDS, reported
+on /diagnostics) and logged with a per-kind throttle. Parameters are declared from `PARAMS`
+(the one table: defaults = config/detector.yaml, descriptors, docs/node.md), validated at
+start (exit code 2 with every problem listed) and, for the few that may change at run time,
+in an on-set-parameters callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
+from rclpy.duration import Duration
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    InvalidTopicNameException,
+    ParameterException,
+)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import String
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from imkd_core.frame import CAMERAS, RADARS, SensorFrame
+from imkd_core.radar import RADAR_PCD_FIELDS
+from imkd_ros import msgs as M
+from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
+from imkd_ros.nuscenes_to_bag import TOPICS
+from imkd_ros.tf_buffer import TfBuffer, TransformError
+
+NODE_NAME = "imkd_detector"
+NS_PER_S = 1_000_000_000
+# The demo checkpoint shipped with the package (used when `checkpoint` is empty).
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "imkd_core" / "weights" / "imkd_tiny_demo.pt"
+# Parameters that may change while the node runs; every other one is read-only.
+DYNAMIC_PARAMS = ("score_threshold", "max_detections", "marker_lifetime")
+
+# Counted kinds of bad input (keys of the "bad input" diagnostics status, always all present).
+BAD_KINDS: tuple[str, ...] = (
+    "stamp_zero",           # header stamp 0 (or negative)
+    "stamp_future",         # stamp more than max_stamp_future ahead of the node clock
+    "frame_id_empty",       # sensor message without header.frame_id
+    "image_encoding",       # unsupported Image encoding / CompressedImage format
+    "image_corrupt",        # JPEG/PNG bytes that do not decode
+    "image_empty",          # no pixels / no bytes
+    "image_too_large",      # more than max_image_bytes
+    "image_malformed",      # Image data size inconsistent with height * step, ...
+    "waiting_camera_info",  # image held back because its camera has sent no CameraInfo yet
+    "camera_info_invalid",  # CameraInfo without a pinhole K or image size
+    "radar_empty",          # PointCloud2 without fields
+    "radar_fields",         # PointCloud2 lacking nuScenes radar fields (x, y, z, rcs, ...)
+    "radar_malformed",      # truncated data, bad steps, overlapping fields, ...
+    "radar_too_large",      # more than max_radar_points points (dropped unparsed)
+    "radar_nan_points",     # sweeps with NaN/inf x/y/z (those points are dropped)
+    "tf_invalid",           # TFMessage with a non-finite or zero-quaternion transform
+    "tf_stamp_invalid",     # dynamic transforms with a zero or far-future stamp (dropped)
+    "assembler_rejected",   # input the assembler refused (unknown frame layout, bad K, ...)
+    "callback_errors",      # any other exception while handling an input (logged with its traceback)
+    "inference_errors",     # the predictor raised on a built frame
+    "parameter_rejected",   # run-time parameter changes refused
+)
+
+
+class NodeConfigError(RuntimeError):
+    """The node's parameters, checkpoint or device cannot work; the message lists why."""
+
+
+# ============================================================================ parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default (its type is the ROS type), meaning, constraint, check."""
+
+    name: str
+    default: Any
+    description: str
+    constraint: str = ""
+    check: Callable[[Any], bool] | None = None
+    dynamic: bool = False
+    float_range: tuple[float, float] | None = None  # for ROS tools (rqt sliders); dynamic ones only
+    int_range: tuple[int, int] | None = None
+
+
+def _ge(lo: float) -> Callable[[Any], bool]:
+    return lambda v: v >= lo
+
+
+def _gt(lo: float) -> Callable[[Any], bool]:
+    return lambda v: v > lo
+
+
+def _topics_ok(n: int) -> Callable[[Any], bool]:
+    return lambda v: len(v) == n and all(isinstance(t, str) and t.strip() for t in v)
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # ---- inputs
+    ParamSpec("image_topics", [TOPICS[c] for c in CAMERAS],
+              f"Image topics, one per camera in the order {', '.join(CAMERAS)} (absolute or ~/-relative; "
+              "remappable). Defaults: the nuScenes bag converter's topics.",
+              "6 non-empty names", _topics_ok(len(CAMERAS))),
+    ParamSpec("camera_info_topics", [TOPICS[f"{c}/camera_info"] for c in CAMERAS],
+              "CameraInfo topics, same camera order.", "6 non-empty names", _topics_ok(len(CAMERAS))),
+    ParamSpec("radar_topics", [TOPICS[r] for r in RADARS],
+              f"Radar PointCloud2 topics (nuScenes' 18 fields), order {', '.join(RADARS)}.",
+              "5 non-empty names", _topics_ok(len(RADARS))),
+    ParamSpec("image_transport", "compressed",
+              "'compressed': sensor_msgs/CompressedImage (JPEG/PNG); 'raw': sensor_msgs/Image.",
+              "compressed | raw", lambda v: v in ("compressed", "raw")),
+    ParamSpec("sensor_reliability", "best_effort",
+              "QoS reliability of the camera/radar subscriptions (SensorDataQoS otherwise: keep last 5, "
+              "volatile). best_effort matches every publisher; reliable gives lossless delivery from reliable "
+              "publishers (bag replay tools, tests) but does not match best-effort drivers.",
+              "best_effort | reliable", lambda v: v in ("best_effort", "reliable")),
+    ParamSpec("jpeg_reduction", 0,
+              "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
+              "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
+              "0, 1, 2, 4 or 8", lambda v: v in (0, 1, 2, 4, 8)),
+    # ---- frames
+    ParamSpec("base_frame", "base_link", "Ego frame of the detections (REP-105).", "non-empty", bool),
+    ParamSpec("fixed_frame", "odom", "World-fixed frame for ego-motion compensation of every input.",
+              "non-empty, != base_frame", bool),
+    ParamSpec("global_frame", "map", "Frame of SensorFrame.ego_to_global ('' = none; diagnostics only).", "", None),
+    # ---- synchronisation (imkd_ros.assembler)
+    ParamSpec("trigger_camera", "CAM_FRONT", "Camera whose image starts a frame; its stamp is the frame stamp.",
+              "one of the 6 cameras", lambda v: v in CAMERAS),
+    ParamSpec("sync_window", 0.06, "s: max |image stamp - (trigger stamp + camera offset)| to join a frame.",
+              "> 0", _gt(0.0)),
+    ParamSpec("camera_offsets", [0.0, 0.0, 0.0, 0.0, 0.0, -0.01],
+              "s: expected stamp of each camera minus the trigger's (camera order). A camera's slot is final "
+              "once it has sent an image at/after its expected stamp; nuScenes' CAM_FRONT_LEFT fires ~8 ms "
+              "before CAM_FRONT, hence -0.01.",
+              "6 values, |v| < 1", lambda v: len(v) == len(CAMERAS) and all(abs(x) < 1.0 for x in v)),
+    ParamSpec("camera_timeout", 0.1, "s of input time after the trigger before a missing camera is masked.",
+              ">= 0", _ge(0.0)),
+    ParamSpec("camera_buffer_len", 4, "Images kept per camera for matching.", ">= 1", _ge(1)),
+    ParamSpec("radar_sweeps", 0,
+              "Radar sweeps per radar accumulated into a frame; 0 = the model config's data.radar_sweeps.",
+              ">= 0", _ge(0)),
+    ParamSpec("radar_mode", "closing",
+              "'closing': up to the first sweep at/after frame stamp - radar_tolerance (the nuScenes "
+              "keyframe sweep); 'causal': sweeps at/before frame stamp + radar_tolerance.",
+              "closing | causal", lambda v: v in ("closing", "causal")),
+    ParamSpec("radar_tolerance", 0.001, "s, see radar_mode.", ">= 0", _ge(0.0)),
+    ParamSpec("radar_timeout", 0.1, "s of input time a frame waits for the sweep that settles its radar choice.",
+              ">= 0", _ge(0.0)),
+    ParamSpec("radar_buffer_len", 16, "Sweeps kept per radar.", "> radar_sweeps", _ge(2)),
+    ParamSpec("tf_timeout", 0.05, "s of input time a frame waits for odometry to cover its stamps.", ">= 0",
+              _ge(0.0)),
+    ParamSpec("max_pending_triggers", 8, "Frames in assembly (bounded memory).", ">= 1", _ge(1)),
+    ParamSpec("max_pending_frames", 1,
+              "Completed frames waiting for inference; older ones are dropped (newest frame wins).", ">= 1",
+              _ge(1)),
+    ParamSpec("max_clock_jump_back", 1.0,
+              "s: an input stamp (or the ROS clock) this far behind the newest resets every buffer "
+              "(bag loop).", "> 0", _gt(0.0)),
+    ParamSpec("stall_timeout", 0.5,
+              "s of node-clock time without any input after which pending frames are completed by their "
+              "timeouts (end of a bag, sensors stopped).", "> 0", _gt(0.0)),
+    ParamSpec("tf_cache_time", 10.0, "s of history kept per dynamic TF edge.", "> 0", _gt(0.0)),
+    ParamSpec("tf_max_extrapolation", 0.05, "s a TF lookup may hold the nearest sample beyond its history.",
+              ">= 0", _ge(0.0)),
+    # ---- input sanity limits
+    ParamSpec("max_radar_points", 5000, "Radar clouds with more points are dropped unparsed (nuScenes: ~125).",
+              ">= 1", _ge(1)),
+    ParamSpec("max_image_bytes", 16_000_000, "Image messages with more data bytes are dropped undecoded.",
+              ">= 1", _ge(1)),
+    ParamSpec("max_stamp_future", 10.0, "s: inputs stamped further ahead of the node clock are dropped.",
+              "> 0", _gt(0.0)),
+    # ---- model
+    ParamSpec("checkpoint", "",
+              f"Student checkpoint (.pt, imkd_core.checkpoint format); '' = the shipped demo checkpoint "
+              f"imkd_core/weights/{DEMO_CHECKPOINT.name}.", "an existing file", None),
+    ParamSpec("model_config", "",
+              "Model config: '' = the checkpoint's own, else a preset name (tiny, paper_r50_256x704) or a YAML "
+              "path; must fit the checkpoint's weights.", "", None),
+    ParamSpec("device", "auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.",
+              "auto | cpu | cuda | cuda:N", lambda v: v in ("auto", "cpu", "cuda") or
+              (v.startswith("cuda:") and v[5:].isdigit())),
+    ParamSpec("warmup", True, "Run one dummy frame at start so the first real frame is not slow.", "", None),
+    ParamSpec("score_threshold", 0.3, "Detections scoring below are not published (run-time changeable).",
+              "[0, 1)", lambda v: 0.0 <= v < 1.0, dynamic=True, float_range=(0.0, 1.0)),
+    ParamSpec("max_detections", 100, "Most detections per frame, best first (run-time changeable).",
+              "1 .. 1000", lambda v: 1 <= v <= 1000, dynamic=True, int_range=(1, 1000)),
+    # ---- outputs
+    ParamSpec("marker_lifetime", 0.5, "s RViz keeps a box marker without a newer frame (run-time changeable).",
+              "[0, 3600]", lambda v: 0.0 <= v <= 3600.0, dynamic=True, float_range=(0.0, 3600.0)),
+    ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", "> 0", _gt(0.0)),
+    ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (0 = 8).", ">= 0", _ge(0)),
+)
+PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def default_params() -> dict[str, Any]:
+    """name -> default of every node parameter (what config/detector.yaml holds)."""
+    return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "double"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return f"{_type_name(v[0]) if v else 'any'} array"
+    return type(v).__name__
+
+
+def validate_params(params: Mapping[str, Any]) -> list[str]:
+    """Every problem of a full parameter set, one readable line each (empty = valid). Pure."""
+    errors: list[str] = []
+    bad: set[str] = set()
+    for spec in PARAMS:
+        if spec.name not in params:
+            errors.append(f"{spec.name}: missing")
+            bad.add(spec.name)
+            continue
+        v = params[spec.name]
+        if _type_name(v) != _type_name(spec.default):
+            errors.append(f"{spec.name} = {v!r}: expected a {_type_name(spec.default)} (like {spec.default!r})")
+            bad.add(spec.name)
+            continue
+        try:
+            ok = spec.check is None or bool(spec.check(v))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            errors.append(f"{spec.name} = {v!r}: must be {spec.constraint}")
+            bad.add(spec.name)
+    p = params
+    if not bad & {"base_frame", "fixed_frame"} and p["base_frame"] == p["fixed_frame"]:
+        errors.append(f"fixed_frame = {p['fixed_frame']!r}: must differ from base_frame")
+    if not bad & {"radar_sweeps", "radar_buffer_len"} and p["radar_sweeps"] and \
+            p["radar_buffer_len"] <= p["radar_sweeps"]:
+        errors.append(f"radar_buffer_len = {p['radar_buffer_len']}: must exceed radar_sweeps ({p['radar_sweeps']})")
+    if not bad & {"image_topics", "camera_info_topics", "radar_topics"}:
+        all_topics = list(p["image_topics"]) + list(p["camera_info_topics"]) + list(p["radar_topics"])
+        dup = sorted(t for t, n in Counter(all_topics).items() if n > 1)
+        if dup:
+            errors.append(f"input topics must be distinct; repeated: {dup}")
+    return errors
+
+
+def resolve_checkpoint(value: str) -> Path:
+    """The checkpoint parameter -> a path ('' = the shipped demo checkpoint)."""
+    return DEMO_CHECKPOINT if not value.strip() else Path(os.path.expanduser(value.strip()))
+
+
+def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig:
+    """Node parameters (seconds) -> AssemblerConfig (nanoseconds)."""
+    ns = lambda s: int(round(float(s) * NS_PER_S))  # noqa: E731
+    return AssemblerConfig(
+        cameras=CAMERAS, radars=RADARS, trigger_camera=p["trigger_camera"],
+        match_window_ns=ns(p["sync_window"]),
+        camera_offsets_ns={c: ns(o) for c, o in zip(CAMERAS, p["camera_offsets"]) if o},
+        camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),
+        radar_sweeps=int(radar_sweeps), radar_mode=p["radar_mode"], radar_tolerance_ns=ns(p["radar_tolerance"]),
+        radar_timeout_ns=ns(p["radar_timeout"]), radar_buffer_len=int(p["radar_buffer_len"]),
+        tf_timeout_ns=ns(p["tf_timeout"]), max_pending_frames=int(p["max_pending_frames"]),
+        max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
+        fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
+        max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), clear_tf_on_reset=True,
+    ).validate()
+
+
+def apply_detection_limits(predictor: Any, score_threshold: float, max_detections: int) -> None:
+    """Set the decode score threshold and top-K of a Predictor (the model reads them per call).
+
+    The node and the offline reference in tests/benchmarks configure their Predictors through
+    this one function, so both decode alike."""
+    predictor.config.model.score_threshold = float(score_threshold)
+    predictor.config.model.max_detections = int(max_detections)
+
+
+def default_params_file() -> Path | None:
+    """config/detector.yaml: the installed share dir (ament index) or this source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        p = Path(get_package_share_directory("imkd_ros")) / "config" / "detector.yaml"
+        if p.is_file():
+            return p
+    except (ImportError, LookupError, OSError, ValueError):  # not installed in an ament prefix
+        pass
+    p = Path(__file__).resolve().parents[1] / "config" / "detector.yaml"
+    return p if p.is_file() else None
+
+
+def parameter_table_markdown() -> str:
+    """The parameter table of docs/node.md (name, type, default, meaning), from PARAMS."""
+    rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
+    for s in PARAMS:
+        d = s.default
+        shown = ("`''`" if d == "" else "the topics of *Inputs*" if isinstance(d, list) and isinstance(d[0], str)
+                 else f"`{json.dumps(d)}`")
+        meaning = s.description + (f" Constraint: {s.constraint}." if s.constraint else "") + \
+            (" **Dynamic.**" if s.dynamic else "")
+        rows.append(f"| `{s.name}` | {_type_name(d)} | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
+# ============================================================================ small helpers
+class _Window:
+    """Bounded window of recent float samples with percentiles (thread-safe enough: GIL + copy)."""
+
+    def __init__(self, n: int = 200) -> None:
+        self.values: deque[float] = deque(maxlen=n)
+
+    def add(self, v: float) -> None:
+        self.values.append(float(v))
+
+    def summary(self) -> dict[str, float]:
+        v = np.array(list(self.values), dtype=np.float64)
+        if v.size == 0:
+            return {}
+        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
+                "last": float(v[-1])}
+
+
+class _Throttle:
+    """Per-key log throttle: at most one message per key every `period` s, with a skipped count."""
+
+    def __init__(self, period: float = 5.0) -> None:
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._skipped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> int | None:
+        """None = stay quiet; else log now (returns how many were skipped since the last one)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period:
+                self._skipped[key] += 1
+                return None
+            self._last[key] = now
+            return self._skipped.pop(key, 0)
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, float):
+        value = f"{value:.3f}"
+    return KeyValue(key=key, value=str(value))
+
+
+# ============================================================================ the node
+class DetectorNode(Node):
+    """rclpy node 'imkd_detector': see the module docstring; raises NodeConfigError at start."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.p = self._declare_parameters()
+        errors = validate_params(self.p)
+        ckpt = resolve_checkpoint(self.p["checkpoint"])
+        if not errors and not ckpt.is_file():
+            errors.append(f"checkpoint = {self.p['checkpoint']!r}: file not found: {ckpt}"
+                          + (" (the demo checkpoint is not installed; pass checkpoint:=/path/to/student.pt)"
+                             if not self.p["checkpoint"].strip() else ""))
+        if errors:
+            raise NodeConfigError("invalid parameters:\n  - " + "\n  - ".join(errors))
+
+        self._lock = threading.Lock()  # node-side counters and state
+        self.bad: Counter[str] = Counter(dict.fromkeys(BAD_KINDS, 0))
+        self._throttle = _Throttle(5.0)
+        self.predictor = self._load_predictor(ckpt)
+        model_cfg = self.predictor.config
+        self.radar_sweeps = int(self.p["radar_sweeps"] or model_cfg.data.radar_sweeps)
+        try:
+            acfg = assembler_config(self.p, self.radar_sweeps)
+        except ValueError as e:
+            raise NodeConfigError(f"invalid synchronisation parameters: {e}") from e
+        self.tf = TfBuffer(cache_time_ns=int(self.p["tf_cache_time"] * NS_PER_S),
+                           max_extrapolation_ns=int(self.p["tf_max_extrapolation"] * NS_PER_S))
+        self.assembler = FrameAssembler(acfg, self.tf)
+        self.image_size: tuple[int, int] = tuple(model_cfg.data.image_size)  # type: ignore[assignment]
+        self._flush_ns = max(acfg.camera_timeout_ns, acfg.radar_timeout_ns, acfg.tf_timeout_ns) + 1_000_000
+
+        # per-camera state: newest CameraInfo (and recent ones by stamp), image held until CameraInfo
+        n = len(CAMERAS)
+        self._infos: list[dict[int, Any]] = [{} for _ in range(n)]
+        self._latest_info: list[Any | None] = [None] * n
+        self._held: list[Any | None] = [None] * n
+        self._camera_frames: list[str | None] = [None] * n
+        self._radar_frames: list[str | None] = [None] * len(RADARS)
+        self._newest_stamp: int | None = None
+        self._last_input_mono: float | None = None
+        self._last_input_clock: int | None = None
+        self._waiting: str | None = "no input yet"
+        self.frames_published = 0
+        self.ros_clock_resets = 0
+        self.input_counts: Counter[str] = Counter()
+        self._last_rates: tuple[float, dict[str, int]] = (time.monotonic(), {})
+        self._last_diag_bad: dict[str, int] = dict(self.bad)
+        self._last_diag_stats: dict[str, int] = {}
+        self.latency = {k: _Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
+        self.stage_ms: dict[str, _Window] = {}
+
+        if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
+            self._warmup()
+        self._started = time.monotonic()
+        self._create_interfaces()
+        self.add_pre_set_parameters_callback(self._pre_set_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(self.p["max_clock_jump_back"]
+                                                                                   * NS_PER_S)),
+                          on_clock_change=True),
+            post_callback=self._on_clock_jump)
+        if self.p["image_transport"] == "raw" and any(t.endswith("/compressed") for t in self.p["image_topics"]):
+            self.get_logger().warning("image_transport is 'raw' but image_topics end in '/compressed': "
+                                      "nothing will match those CompressedImage topics")
+        self.get_logger().info(
+            f"ready: model {model_cfg.name!r} ({model_cfg.data.image_size[0]}x{model_cfg.data.image_size[1]}) "
+            f"from {ckpt} on {self.predictor.device}; {n} {self.p['image_transport']} cameras, {len(RADARS)} radars "
+            f"x {self.radar_sweeps} sweeps; publishing {self.det_pub.topic_name}, {self.marker_pub.topic_name}, "
+            f"{self.timing_pub.topic_name}, /diagnostics")
+
+    # ------------------------------------------------------------------ start-up
+    def _declare_parameters(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for s in PARAMS:
+            desc = ParameterDescriptor(name=s.name, description=s.description, additional_constraints=s.constraint,
+                                       read_only=not s.dynamic)
+            if s.float_range:
+                desc.floating_point_range = [FloatingPointRange(from_value=s.float_range[0],
+                                                                to_value=s.float_range[1], step=0.0)]
+            if s.int_range:
+                desc.integer_range = [IntegerRange(from_value=s.int_range[0], to_value=s.int_range[1], step=1)]
+            try:
+                values[s.name] = self._plain(self.declare_parameter(s.name, s.default, desc).value)
+            except InvalidParameterTypeException as e:
+                errors.append(f"{s.name}: expected a {_type_name(s.default)} like {s.default!r} "
+                              f"(write 1.0, not 1, for doubles) ({e})")
+            except (InvalidParameterValueException, ParameterException) as e:
+                errors.append(f"{s.name}: must be {s.constraint} ({e})")
+        if errors:
+            raise NodeConfigError("invalid parameters:\n  - " + "\n  - ".join(errors))
+        return values
+
+    @staticmethod
+    def _plain(v: Any) -> Any:
+        return list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
+
+    def _load_predictor(self, ckpt: Path) -> Any:
+        """Imported here: torch loads only once the parameters are known to be valid."""
+        import torch
+
+        from imkd_core.checkpoint import CheckpointError
+        from imkd_core.config import ConfigError
+        from imkd_core.predict import Predictor
+
+        dev = self.p["device"]
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise NodeConfigError(f"device = {dev!r}: CUDA is not available to torch {torch.__version__} here "
+                                  "(use device:=auto or cpu)")
+        if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
+            raise NodeConfigError(f"device = {dev!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        try:
+            predictor = Predictor(config=self.p["model_config"] or None, checkpoint=ckpt, device=dev)
+        except (CheckpointError, ConfigError) as e:
+            raise NodeConfigError(f"cannot load the model: {e}") from e
+        except Exception as e:  # noqa: BLE001 - e.g. a CUDA error: report it as a start-up failure
+            raise NodeConfigError(f"cannot load the model on {dev!r}: {type(e).__name__}: {e}") from e
+        apply_detection_limits(predictor, self.p["score_threshold"], self.p["max_detections"])
+        return predictor
+
+    def _warmup(self) -> None:
+        from imkd_core.models.synthetic import nuscenes_like_rig
+
+        H, W = self.image_size
+        K, T = nuscenes_like_rig((H, W))
+        frame = SensorFrame(stamp=0, images=np.zeros((len(CAMERAS), H, W, 3), np.uint8), intrinsics=K,
+                            cam_to_ego=T, camera_mask=np.ones(len(CAMERAS), bool), radar=np.zeros((0, 7), np.float32))
+        t0 = time.perf_counter()
+        try:
+            self.predictor.predict(frame)
+        except Exception as e:  # noqa: BLE001 - e.g. CUDA out of memory: fail at start, not per frame
+            raise NodeConfigError(f"warm-up inference failed on {self.predictor.device}: "
+                                  f"{type(e).__name__}: {e}") from e
+        self.get_logger().info(f"warm-up inference: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+
+    def _create_interfaces(self) -> None:
+        p = self.p
+        raw = p["image_transport"] == "raw"
+        image_type = Image if raw else CompressedImage
+        self.cam_groups = [MutuallyExclusiveCallbackGroup() for _ in CAMERAS]
+        self.radar_groups = [MutuallyExclusiveCallbackGroup() for _ in RADARS]
+        self.tf_group = MutuallyExclusiveCallbackGroup()
+        self.infer_group = MutuallyExclusiveCallbackGroup()
+        self.diag_group = MutuallyExclusiveCallbackGroup()
+        self.subs: list[Any] = []
+        sensor_qos = QoSProfile(depth=qos_profile_sensor_data.depth, history=qos_profile_sensor_data.history,
+                                durability=qos_profile_sensor_data.durability,
+                                reliability=ReliabilityPolicy.RELIABLE if p["sensor_reliability"] == "reliable"
+                                else qos_profile_sensor_data.reliability)
+        try:
+            for c, (topic, info_topic) in enumerate(zip(p["image_topics"], p["camera_info_topics"])):
+                # CameraInfo first: when both are ready the executor serves it before the image
+                self.subs.append(self.create_subscription(
+                    CameraInfo, info_topic, lambda m, c=c: self._guard_cb(self._on_camera_info, c, m),
+                    sensor_qos, callback_group=self.cam_groups[c]))
+                self.subs.append(self.create_subscription(
+                    image_type, topic, lambda m, c=c: self._guard_cb(self._on_image, c, m),
+                    sensor_qos, callback_group=self.cam_groups[c]))
+            for r, topic in enumerate(p["radar_topics"]):
+                self.subs.append(self.create_subscription(
+                    PointCloud2, topic, lambda m, r=r: self._guard_cb(self._on_radar, r, m),
+                    sensor_qos, callback_group=self.radar_groups[r]))
+        except (ValueError, TypeError, InvalidTopicNameException) as e:
+            raise NodeConfigError(f"invalid topic name: {e}") from e
+        tf_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)  # tf2_ros's dynamic listener QoS
+        static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)  # tf2_ros's static listener QoS
+        self.subs.append(self.create_subscription(TFMessage, "/tf", lambda m: self._guard_cb(self._on_tf, False, m),
+                                                  tf_qos, callback_group=self.tf_group))
+        self.subs.append(self.create_subscription(TFMessage, "/tf_static",
+                                                  lambda m: self._guard_cb(self._on_tf, True, m), static_qos,
+                                                  callback_group=self.tf_group))
+        out_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self.det_pub = self.create_publisher(Detection3DArray, "~/detections", out_qos)
+        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
+        self.timing_pub = self.create_publisher(String, "~/timing", out_qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self._infer_event = self.create_guard_condition(self._on_infer_event, callback_group=self.infer_group)
+        # steady-clock timers: they also tick when a simulated clock stands still (paused bag)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._infer_timer = self.create_timer(0.05, self._on_infer_timer, callback_group=self.infer_group,
+                                              clock=steady)
+        self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics,
+                                             callback_group=self.diag_group, clock=steady)
+
+    # ------------------------------------------------------------------ run-time parameters
+    def _change_problems(self, params: list[Parameter]) -> list[str]:
+        """Why a run-time change of our parameters would be refused (read-only, type, value)."""
+        reasons = []
+        for prm in params:
+            spec = PARAM_SPECS.get(prm.name)
+            if spec is None:
+                continue  # use_sim_time and other rclpy-owned parameters
+            if not spec.dynamic:
+                reasons.append(f"{prm.name} is read-only at run time (restart the node to change it)")
+                continue
+            v = self._plain(prm.value)
+            reasons += [e for e in validate_params({**self.p, prm.name: v}) if e.startswith(prm.name)]
+        return reasons
+
+    def _pre_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
+        """Runs before rclpy's own checks (read-only, ranges, types), which refuse without calling
+        the on-set callback: count every refused change here (for /diagnostics) and log it."""
+        reasons = self._change_problems(params)
+        if reasons:
+            self._count_bad("parameter_rejected", "; ".join(reasons))
+        return params
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate run-time changes; apply the detection limits when accepted."""
+        reasons = self._change_problems(params)
+        if reasons:
+            return SetParametersResult(successful=False, reason="; ".join(reasons))
+        for prm in params:
+            if prm.name in DYNAMIC_PARAMS:
+                self.p[prm.name] = self._plain(prm.value)
+        apply_detection_limits(self.predictor, self.p["score_threshold"], self.p["max_detections"])
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _count_bad(self, kind: str, detail: str) -> None:
+        with self._lock:
+            self.bad[kind] += 1
+        skipped = self._throttle(kind)
+        if skipped is not None:
+            more = f" (+{skipped} more since the last report)" if skipped else ""
+            self.get_logger().warning(f"bad input [{kind}]: {detail}{more}")
+
+    def _warn_throttled(self, key: str, text: str) -> None:
+        skipped = self._throttle(key)
+        if skipped is not None:
+            self.get_logger().warning(text)
+
+    def _guard_cb(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a callback; anything unexpected is logged and counted, never raised into rclpy."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the node must survive any input
+            self._count_bad("callback_errors", f"{type(e).__name__}: {e}")
+            if self._throttle("traceback:" + type(e).__name__) is not None:
+                self.get_logger().error(traceback.format_exc())
+
+    def _stamp_ok(self, stamp: int, what: str) -> bool:
+        if stamp <= 0:
+            self._count_bad("stamp_zero", f"{what}: header stamp {stamp} ns")
+            return False
+        now = self.get_clock().now().nanoseconds
+        if now > 0 and stamp > now + self.p["max_stamp_future"] * NS_PER_S:
+            self._count_bad("stamp_future", f"{what}: stamp {stamp / 1e9:.3f} s is {(stamp - now) / 1e9:.1f} s "
+                                            f"ahead of the node clock")
+            return False
+        return True
+
+    def _input(self, topic: str, stamp: int | None = None, count: bool = True) -> None:
+        """Note an input: its rate, the time of the newest input, the newest stamp."""
+        now = self.get_clock().now().nanoseconds
+        with self._lock:
+            self.input_counts[topic] += count
+            self._last_input_mono = time.monotonic()
+            self._last_input_clock = now
+            if stamp is not None and (self._newest_stamp is None or stamp > self._newest_stamp):
+                self._newest_stamp = stamp
+
+    def _after_add(self, reset: bool, stamp: int) -> None:
+        if reset:
+            self.get_logger().warning(f"input stamps jumped back (to {stamp / 1e9:.3f} s): "
+                                      f"sync buffers and dynamic TF reset ({self.assembler.last_error})")
+            with self._lock:
+                self._newest_stamp = stamp
+        if self.assembler.pending:  # only a frame in assembly can complete now
+            self._infer_event.trigger()
+
+    def _on_clock_jump(self, jump: TimeJump) -> None:
+        """The ROS clock (sim time) jumped back: reset, unless the inputs already did (their stamps
+        jumped back first and the assembler reset itself): new data is then kept."""
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            self.get_logger().info(f"clock source changed ({jump.clock_change.name})")
+        elif jump.delta.nanoseconds >= 0:
+            return
+        now = self.get_clock().now().nanoseconds
+        with self._lock:
+            newest = self._newest_stamp
+            stale = newest is not None and newest > now + self.p["max_clock_jump_back"] * NS_PER_S
+            if stale:
+                self._newest_stamp = None
+                self.ros_clock_resets += 1
+        if stale:
+            self.assembler.reset()
+            self.tf.clear()
+        if stale or jump.clock_change not in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            self.get_logger().warning(f"ROS clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s (bag loop?)"
+                                      + (": sync buffers and dynamic TF reset" if stale else ""))
+
+    # ------------------------------------------------------------------ inputs
+    def _on_camera_info(self, c: int, msg: CameraInfo) -> None:
+        topic = self.p["camera_info_topics"][c]
+        with self._lock:
+            self.input_counts[topic] += 1
+        try:
+            M.camera_info_to_K(msg)
+            if int(msg.width) <= 0 or int(msg.height) <= 0:
+                raise M.MessageError(f"no image size ({msg.width} x {msg.height})")
+        except M.MessageError as e:
+            self._count_bad("camera_info_invalid", f"{topic}: {e}")
+            return
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        infos = self._infos[c]
+        infos[stamp] = msg
+        while len(infos) > 8:
+            del infos[min(infos)]
+        self._latest_info[c] = msg
+        held, self._held[c] = self._held[c], None
+        if held is not None:
+            self._on_image(c, held, counted=True)
+
+    def _on_image(self, c: int, msg: Any, counted: bool = False) -> None:
+        topic = self.p["image_topics"][c]
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if not counted:
+            self._input(topic)
+        if not self._stamp_ok(stamp, topic):
+            return
+        if not msg.header.frame_id:
+            self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
+            return
+        nbytes = len(msg.data)
+        if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
+            self._count_bad("image_empty", f"{topic}: empty image ({nbytes} bytes)")
+            return
+        if nbytes > self.p["max_image_bytes"]:
+            self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
+            return
+        info = self._infos[c].get(stamp) or self._latest_info[c]
+        if info is None:  # hold the newest image until the camera's CameraInfo arrives
+            self._held[c] = msg
+            self._count_bad("waiting_camera_info", f"{topic}: no CameraInfo yet on "
+                                                   f"{self.p['camera_info_topics'][c]}; image held")
+            return
+        r = self.p["jpeg_reduction"] or _reduction((int(info.height), int(info.width)), self.image_size)
+        try:
+            rgb = M.msg_to_rgb(msg, r)
+        except M.MessageError as e:
+            self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
+            return
+        try:
+            K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
+        except M.MessageError as e:
+            self._count_bad("camera_info_invalid", f"{self.p['camera_info_topics'][c]}: {e}")
+            return
+        self._camera_frames[c] = msg.header.frame_id
+        with self._lock:
+            self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
+        try:
+            reset = self.assembler.add_camera(c, stamp, rgb, K, msg.header.frame_id)
+        except ValueError as e:
+            self._count_bad("assembler_rejected", f"{topic}: {e}")
+            return
+        self._after_add(reset, stamp)
+
+    def _on_radar(self, r: int, msg: PointCloud2) -> None:
+        topic = self.p["radar_topics"][r]
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        self._input(topic)
+        if not self._stamp_ok(stamp, topic):
+            return
+        if not msg.header.frame_id:
+            self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
+            return
+        n = int(msg.width) * int(msg.height)
+        if n > self.p["max_radar_points"]:
+            self._count_bad("radar_too_large", f"{topic}: {n} points > max_radar_points {self.p['max_radar_points']}")
+            return
+        if not msg.fields:
+            self._count_bad("radar_empty", f"{topic}: PointCloud2 without fields ({n} points, {len(msg.data)} bytes)")
+            return
+        names = {f.name for f in msg.fields}
+        missing = [f for f in RADAR_PCD_FIELDS if f not in names]
+        if missing:
+            self._count_bad("radar_fields", f"{topic}: lacks radar fields {missing}; has {sorted(names)}")
+            return
+        try:
+            pts = M.radar_points(msg)
+        except M.MessageError as e:
+            self._count_bad("radar_malformed", f"{topic}: {e}")
+            return
+        finite = np.isfinite(pts[:3]).all(axis=0)
+        if not finite.all():
+            self._count_bad("radar_nan_points", f"{topic}: {int((~finite).sum())} of {pts.shape[1]} points have "
+                                                "NaN/inf x/y/z (dropped)")
+            pts = pts[:, finite]
+        self._radar_frames[r] = msg.header.frame_id
+        with self._lock:
+            self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
+        try:
+            reset = self.assembler.add_radar(r, stamp, pts, msg.header.frame_id)
+        except ValueError as e:
+            self._count_bad("assembler_rejected", f"{topic}: {e}")
+            return
+        self._after_add(reset, stamp)
+
+    def _on_tf(self, static: bool, msg: TFMessage) -> None:
+        topic = "/tf_static" if static else "/tf"
+        with self._lock:
+            self.input_counts[topic] += 1
+        try:
+            items = M.tf_message_to_list(msg)
+        except M.MessageError as e:
+            self._count_bad("tf_invalid", f"{topic}: {e}")
+            return
+        if not static:
+            now = self.get_clock().now().nanoseconds
+            horizon = now + self.p["max_stamp_future"] * NS_PER_S if now > 0 else math.inf
+            good = [it for it in items if 0 < it[2] <= horizon]
+            if len(good) < len(items):
+                self._count_bad("tf_stamp_invalid", f"{topic}: {len(items) - len(good)} transform(s) with a zero "
+                                                    "or far-future stamp dropped")
+            items = good
+            if items:
+                self._input(topic, max(it[2] for it in items), count=False)
+        if not items:
+            return
+        reset = self.assembler.add_transforms(items, static=static)
+        self._after_add(reset, max(it[2] for it in items))
+
+    # ------------------------------------------------------------------ inference
+    def _ready(self) -> str | None:
+        """None when frames can be built, else what the node waits for."""
+        p = self.p
+        try:
+            self.tf.latest_common_time(p["fixed_frame"], p["base_frame"])
+        except TransformError:
+            return f"TF {p['fixed_frame']} <- {p['base_frame']} (odometry on /tf)"
+        trig = CAMERAS.index(p["trigger_camera"])
+        frame = self._camera_frames[trig]
+        if frame is None:
+            if any(self._held):
+                return "CameraInfo on " + ", ".join(t for t, h in zip(p["camera_info_topics"], self._held) if h)
+            return f"images on {p['image_topics'][trig]}"
+        try:
+            self.tf.latest_common_time(p["base_frame"], frame)
+        except TransformError:
+            return f"TF {p['base_frame']} <- {frame} (camera extrinsics on /tf_static)"
+        return None
+
+    def _on_infer_event(self) -> None:
+        self._infer_step(flush=False)
+
+    def _on_infer_timer(self) -> None:
+        last = self._last_input_clock
+        now = self.get_clock().now().nanoseconds
+        stalled = last is not None and now - last > self.p["stall_timeout"] * NS_PER_S
+        self._infer_step(flush=stalled and self.assembler.pending > 0)
+
+    def _infer_step(self, flush: bool) -> None:
+        waiting = self._ready()
+        if waiting != self._waiting:
+            self._waiting = waiting
+            if waiting is None:
+                self.get_logger().info("inputs complete: detecting")
+        if waiting is not None:
+            if self.assembler.pending:
+                self._warn_throttled("waiting", f"waiting for {waiting}; frames are held")
+            return
+        poll_mono = time.monotonic()
+        last_input = self._last_input_mono
+        with self._lock:
+            now_ns = self._newest_stamp + self._flush_ns if flush and self._newest_stamp is not None else None
+        t0 = time.perf_counter()
+        frames = self.assembler.poll(now_ns)
+        build_ms = (time.perf_counter() - t0) * 1e3
+        for frame in frames:
+            self._run(frame, poll_mono, last_input, build_ms / len(frames))
+
+    def _run(self, frame: SensorFrame, poll_mono: float, last_input: float | None, build_ms: float) -> None:
+        try:
+            det = self.predictor.predict(frame)
+        except Exception as e:  # noqa: BLE001 - a bad frame or a CUDA error must not end the node
+            self._count_bad("inference_errors", f"frame {frame.stamp}: {type(e).__name__}: {e}")
+            if self._throttle("inference_traceback") is not None:
+                self.get_logger().error(traceback.format_exc())
+            return
+        stages = dict(self.predictor.last_timing)
+        base = self.p["base_frame"]
+        t0 = time.perf_counter()
+        try:
+            self.det_pub.publish(M.detections_to_msg(det, base, frame.stamp))
+            published = time.monotonic()
+            t1 = time.perf_counter()
+            if self.marker_pub.get_subscription_count():  # after the detections: RViz only
+                self.marker_pub.publish(M.detections_to_markers(det, base, frame.stamp,
+                                                                lifetime_s=float(self.p["marker_lifetime"])))
+        except M.MessageError as e:
+            self._count_bad("inference_errors", f"frame {frame.stamp}: detections not publishable: {e}")
+            return
+        t2 = time.perf_counter()
+        age_ms = (self.get_clock().now().nanoseconds - frame.stamp) / 1e6
+        processing_ms = (published - poll_mono) * 1e3
+        wait_ms = max(0.0, (poll_mono - last_input) * 1e3) if last_input is not None else 0.0
+        latency_ms = (published - last_input) * 1e3 if last_input is not None else processing_ms
+        stages.update(build=build_ms, publish=(t1 - t0) * 1e3, markers=(t2 - t1) * 1e3)
+        with self._lock:
+            self.frames_published += 1
+            for k, v in (("latency_ms", latency_ms), ("processing_ms", processing_ms), ("wait_ms", wait_ms),
+                         ("age_ms", age_ms)):
+                self.latency[k].add(v)
+            for k, v in stages.items():
+                self.stage_ms.setdefault(k, _Window(100)).add(v)
+        if self.timing_pub.get_subscription_count():
+            self.timing_pub.publish(String(data=json.dumps({
+                "stamp": int(frame.stamp), "detections": len(det), "cameras": int(frame.camera_mask.sum()),
+                "radar_points": int(len(frame.radar)), "latency_ms": round(latency_ms, 3),
+                "processing_ms": round(processing_ms, 3), "wait_ms": round(wait_ms, 3), "age_ms": round(age_ms, 3),
+                "stages_ms": {k: round(v, 3) for k, v in stages.items()},
+                # CLOCK_MONOTONIC (s): comparable with time.monotonic() of other processes on this host
+                "monotonic": {"last_input": last_input, "poll": poll_mono, "published": published}})))
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics(self) -> DiagnosticArray:
+        """The DiagnosticArray published every diagnostics_period (see docs/node.md)."""
+        name = self.get_name()
+        now_mono = time.monotonic()
+        t_prev, counts_prev = self._last_rates
+        dt = max(now_mono - t_prev, 1e-6)
+        with self._lock:
+            counts = dict(self.input_counts)
+        self._last_rates = (now_mono, counts)
+        stats = self.assembler.stats
+        with self._lock:
+            bad = dict(self.bad)
+            published = self.frames_published
+            lat = {k: w.summary() for k, w in self.latency.items()}
+            stages = {k: w.summary() for k, w in self.stage_ms.items()}
+            clock_resets = self.ros_clock_resets
+        OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+        # inputs
+        topics = (list(self.p["image_topics"]) + list(self.p["camera_info_topics"]) + list(self.p["radar_topics"])
+                  + ["/tf", "/tf_static"])
+        rates = {t: (counts.get(t, 0) - counts_prev.get(t, 0)) / dt for t in topics}
+        values = [_kv("waiting_for", self._waiting or "")]
+        values += [_kv(f"rate_hz {t}", rates[t]) for t in topics]
+        values += [_kv(f"count {t}", counts.get(t, 0)) for t in topics]
+        unknown = [f for f in self._camera_frames + self._radar_frames
+                   if f is not None and not self._connected(f)]
+        values.append(_kv("frames_without_tf", ",".join(sorted(set(unknown)))))
+        silent = [t for t in self.p["image_topics"] + self.p["radar_topics"] if rates[t] == 0.0]
+        if self._waiting:
+            lvl, msg = WARN, f"waiting for {self._waiting}"
+        elif unknown:
+            lvl, msg = WARN, f"no TF to {self.p['base_frame']} for {sorted(set(unknown))}"
+        elif silent:
+            lvl, msg = WARN, f"{len(silent)} sensor topic(s) silent"
+        else:
+            lvl, msg = OK, "all inputs arriving"
+        inputs = DiagnosticStatus(level=lvl, name=f"{name}: inputs", message=msg, hardware_id=name, values=values)
+
+        # frames
+        new_stats = {k: stats[k] - self._last_diag_stats.get(k, 0) for k in STAT_KEYS}
+        self._last_diag_stats = stats
+        values = [_kv("frames_published", published), _kv("ros_clock_resets", clock_resets),
+                  _kv("pending", self.assembler.pending)] + [_kv(k, stats[k]) for k in STAT_KEYS]
+        drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid"))
+        masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"]
+        lvl, msg = (WARN, f"{drops} frame(s) dropped, {masked} camera slot(s) masked") if drops or masked else \
+            (OK, f"{published} frames published")
+        frames = DiagnosticStatus(level=lvl, name=f"{name}: frames", message=msg, hardware_id=name, values=values)
+
+        # bad input
+        new_bad = {k: bad[k] - self._last_diag_bad.get(k, 0) for k in BAD_KINDS}
+        self._last_diag_bad = bad
+        grew = [k for k in BAD_KINDS if new_bad[k]]
+        lvl = ERROR if new_bad["inference_errors"] else WARN if grew else OK
+        msg = ("new: " + ", ".join(f"{k} +{new_bad[k]}" for k in grew)) if grew else "none new"
+        bad_status = DiagnosticStatus(level=lvl, name=f"{name}: bad input", message=msg, hardware_id=name,
+                                      values=[_kv(k, bad[k]) for k in BAD_KINDS])
+
+        # latency and per-stage timing
+        values = [_kv(f"{k} {q}", v) for k, s in lat.items() for q, v in s.items()]
+        p50 = lat["latency_ms"].get("p50")
+        latency = DiagnosticStatus(level=OK, name=f"{name}: latency", hardware_id=name, values=values,
+                                   message=f"p50 {p50:.1f} ms (last input -> published)" if p50 is not None
+                                   else "no frames yet")
+        values = [_kv("device", str(self.predictor.device)), _kv("model", self.predictor.config.name)]
+        values += [_kv(f"{k} {q}_ms", v) for k, s in stages.items() for q, v in s.items() if q in ("p50", "last")]
+        total = stages.get("total", {}).get("p50")
+        timing = DiagnosticStatus(level=OK, name=f"{name}: timing", hardware_id=name, values=values,
+                                  message=f"predictor p50 {total:.1f} ms" if total is not None else "no frames yet")
+        arr = DiagnosticArray(status=[inputs, frames, bad_status, latency, timing])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        return arr
+
+    def _connected(self, frame: str) -> bool:
+        try:
+            self.tf.latest_common_time(self.p["base_frame"], frame)
+            return True
+        except TransformError:
+            return False
+
+    def _publish_diagnostics(self) -> None:
+        if not self.input_counts and time.monotonic() - self._started > 5.0:
+            self._warn_throttled("no_input", "no input on any topic yet: check the topic names "
+                                 f"({self.p['image_topics'][0]}, ...) and QoS (sensor_reliability: "
+                                 f"{self.p['sensor_reliability']}; a reliable subscription ignores best-effort "
+                                 "publishers), and that /tf and /tf_static are published")
+        try:
+            self.diag_pub.publish(self.diagnostics())
+        except Exception:  # noqa: BLE001 - diagnostics must never take the node down
+            if self._throttle("diagnostics_traceback") is not None:
+                self.get_logger().error(traceback.format_exc())
+
+
+def _reduction(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
+    from imkd_core.preprocess import jpeg_reduction
+
+    return jpeg_reduction(src_hw, dst_hw)
+
+
+def _image_error_kind(msg: Any, err: Exception) -> str:
+    """Which BAD_KINDS a MessageError from imkd_ros.msgs.msg_to_rgb is (by its documented wording)."""
+    head = str(err).split(":")[0]  # decode failures read "CompressedImage ('jpeg', N bytes): <why>"
+    if hasattr(msg, "format"):  # CompressedImage
+        return "image_encoding" if "format" in head or head.startswith("unsupported") else "image_corrupt"
+    return "image_encoding" if head.startswith("unsupported image encoding") else "image_malformed"
+
+
+# ============================================================================ entry point
+def _with_default_params_file(argv: Sequence[str]) -> list[str]:
+    """argv plus `--ros-args --params-file <config/detector.yaml>` unless a params file is given."""
+    argv = list(argv)
+    if "--params-file" in argv:
+        return argv
+    path = default_params_file()
+    if path is None:
+        return argv
+    return argv + ["--ros-args", "--params-file", str(path)]
+
+
+def main(args: Iterable[str] | None = None) -> int:
+    """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
+    argv = _with_default_params_file(list(sys.argv if args is None else args))
+    rclpy.init(args=argv)
+    node: DetectorNode | None = None
+    try:
+        try:
+            node = DetectorNode()
+        except NodeConfigError as e:
+            get_logger(NODE_NAME).fatal(f"cannot start: {e}")
+            return 2
+        threads = int(node.p["executor_threads"]) or 8
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown(timeout_sec=2.0)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

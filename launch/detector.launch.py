@@ -1,0 +1,84 @@
+"""Start the IMKD detector node with config/detector.yaml.
+
+    ros2 launch imkd_ros detector.launch.py
+    ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt device:=cuda use_sim_time:=true
+    ros2 launch imkd_ros detector.launch.py namespace:=perception \\
+        cam_front_image:=/my_car/front/image/compressed radar_front_points:=/my_car/radar_front
+
+Arguments (all optional; an empty value leaves the params file's setting alone):
+  params_file      node parameters (default: <share>/imkd_ros/config/detector.yaml)
+  checkpoint       student checkpoint (.pt); default: the params file's ('' = the demo checkpoint)
+  device           auto | cpu | cuda | cuda:N
+  use_sim_time     true when replaying a bag with --clock
+  namespace        namespace of the node (its outputs become /<ns>/imkd_detector/...)
+  log_level        debug | info | warn | error
+  detections_topic, markers_topic     remap the outputs ~/detections, ~/markers
+  <camera>_image, <camera>_info, <radar>_points   remap an input (e.g. cam_front_image:=/x/compressed)
+The input remaps apply to the default topic names of config/detector.yaml (the nuScenes bag
+converter's); if a params file renames topics, remap those names yourself.
+
+Where the `ros2` CLI is absent, `imkd-detector --ros-args --params-file config/detector.yaml ...`
+starts the same node with the same parameters.
+"""
+
+from launch import LaunchDescription  # noqa: I001 (ruff takes `launch` for this repo's launch/ folder)
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "imkd_ros"
+EXECUTABLE = "detector_node"  # console script of setup.py (also installed as imkd-detector)
+NODE_NAME = "imkd_detector"
+PARAMS_FILE = ("config", "detector.yaml")
+
+CAMERAS = ("cam_front", "cam_front_right", "cam_back_right", "cam_back", "cam_back_left", "cam_front_left")
+RADARS = ("radar_front", "radar_front_left", "radar_front_right", "radar_back_left", "radar_back_right")
+# launch argument -> the node's default topic (config/detector.yaml) it remaps
+INPUT_REMAPS = {
+    **{f"{c}_image": f"/sensors/camera/{c}/image_rect_color/compressed" for c in CAMERAS},
+    **{f"{c}_info": f"/sensors/camera/{c}/camera_info" for c in CAMERAS},
+    **{f"{r}_points": f"/sensors/radar/{r}/points" for r in RADARS},
+}
+OUTPUT_REMAPS = {"detections_topic": "~/detections", "markers_topic": "~/markers"}
+# launch argument -> node parameter it overrides (only when the argument is not empty)
+PARAM_ARGS = {"checkpoint": "checkpoint", "device": "device", "use_sim_time": "use_sim_time"}
+
+
+def _node(context, *args, **kwargs):
+    """Build the Node once the arguments are known, so empty arguments override nothing."""
+    cfg = context.launch_configurations
+    overrides = {}
+    for arg, param in PARAM_ARGS.items():
+        value = cfg.get(arg, "").strip()
+        if value:
+            overrides[param] = value.lower() in ("true", "1", "yes") if param == "use_sim_time" else value
+    remaps = [(topic, cfg[arg].strip()) for arg, topic in {**INPUT_REMAPS, **OUTPUT_REMAPS}.items()
+              if cfg.get(arg, "").strip()]
+    return [Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=NODE_NAME,
+        namespace=cfg.get("namespace", ""),
+        parameters=[cfg["params_file"]] + ([overrides] if overrides else []),
+        remappings=remaps,
+        ros_arguments=["--log-level", cfg.get("log_level", "info")],
+        output="screen",
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    args = [
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE),
+                                                                                 *PARAMS_FILE]),
+                              description="node parameters (YAML)"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="student checkpoint; '' = params file"),
+        DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N; '' = params file"),
+        DeclareLaunchArgument("use_sim_time", default_value="", description="true with `ros2 bag play --clock`"),
+        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
+    ]
+    args += [DeclareLaunchArgument(a, default_value="", description=f"remap {t}")
+             for a, t in {**INPUT_REMAPS, **OUTPUT_REMAPS}.items()]
+    return LaunchDescription(args + [OpaqueFunction(function=_node)])
