@@ -188,6 +188,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("radar_tolerance", 0.001, "s, see radar_mode.", ">= 0", _ge(0.0)),
     ParamSpec("radar_timeout", 0.1, "s of input time a frame waits for the sweep that settles its radar choice.",
               ">= 0", _ge(0.0)),
+    ParamSpec("radar_max_gap", 0.3,
+              "s: walking back from a radar's newest selected sweep, accumulation stops at a gap between "
+              "consecutive sweeps longer than this (the offline reader's sweep chain ends there too; nuScenes "
+              "radars run at ~13 Hz, so 0.3 spans one dropped sweep but not a keyframe-only bag's 2 Hz).",
+              "> 0", _gt(0.0)),
+    ParamSpec("radar_max_age", 1.0, "s: sweeps older than the frame stamp minus this are never accumulated.",
+              "> 0", _gt(0.0)),
     ParamSpec("radar_buffer_len", 16, "Sweeps kept per radar.", "> radar_sweeps", _ge(2)),
     ParamSpec("tf_timeout", 0.05, "s of input time a frame waits for odometry to cover its stamps.", ">= 0",
               _ge(0.0)),
@@ -303,7 +310,8 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig
         camera_offsets_ns={c: ns(o) for c, o in zip(CAMERAS, p["camera_offsets"]) if o},
         camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),
         radar_sweeps=int(radar_sweeps), radar_mode=p["radar_mode"], radar_tolerance_ns=ns(p["radar_tolerance"]),
-        radar_timeout_ns=ns(p["radar_timeout"]), radar_buffer_len=int(p["radar_buffer_len"]),
+        radar_timeout_ns=ns(p["radar_timeout"]), radar_max_gap_ns=ns(p["radar_max_gap"]),
+        radar_max_age_ns=ns(p["radar_max_age"]), radar_buffer_len=int(p["radar_buffer_len"]),
         tf_timeout_ns=ns(p["tf_timeout"]), max_pending_frames=int(p["max_pending_frames"]),
         max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
         fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
@@ -1022,14 +1030,18 @@ def _image_error_kind(msg: Any, err: Exception) -> str:
 
 # ============================================================================ entry point
 def _with_default_params_file(argv: Sequence[str]) -> list[str]:
-    """argv plus `--ros-args --params-file <config/detector.yaml>` unless a params file is given."""
+    """argv with `--ros-args --params-file <config/detector.yaml>` unless a params file is given.
+
+    The file goes before the user's first `--ros-args` (else at the end): rcl applies parameter
+    overrides in argv order, later ones winning, so the user's `-p name:=value` beat the file."""
     argv = list(argv)
     if "--params-file" in argv:
         return argv
     path = default_params_file()
     if path is None:
         return argv
-    return argv + ["--ros-args", "--params-file", str(path)]
+    at = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
 
 
 def main(args: Iterable[str] | None = None) -> int:

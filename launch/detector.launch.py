@@ -21,7 +21,7 @@ Where the `ros2` CLI is absent, `imkd-detector --ros-args --params-file config/d
 starts the same node with the same parameters.
 """
 
-from launch import LaunchDescription  # noqa: I001 (ruff takes `launch` for this repo's launch/ folder)
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import PathJoinSubstitution
 from launch_ros.actions import Node

@@ -25,6 +25,7 @@ from imkd_ros.detector_node import (
     NODE_NAME,
     PARAMS,
     _with_default_params_file,
+    assembler_config,
     default_params,
     default_params_file,
     validate_params,
@@ -118,12 +119,42 @@ def test_validate_params_names_every_problem() -> None:
     dup = {**p, "radar_topics": [p["image_topics"][0]] + p["radar_topics"][1:]}
     assert "distinct" in "\n".join(validate_params(dup))
     assert "radar_buffer_len" in "\n".join(validate_params({**p, "radar_sweeps": 16}))
+    assert "radar_max_gap" in "\n".join(validate_params({**p, "radar_max_gap": 0.0, "radar_max_age": 2.0}))
+
+
+def test_sync_parameters_reach_the_assembler() -> None:
+    """Node parameters (s) -> AssemblerConfig (ns); the defaults are the assembler's own."""
+    from imkd_ros.assembler import AssemblerConfig
+
+    default = assembler_config(default_params(), 6)
+    assert (default.radar_max_gap_ns, default.radar_max_age_ns) == (AssemblerConfig.radar_max_gap_ns,
+                                                                    AssemblerConfig.radar_max_age_ns)
+    cfg = assembler_config({**default_params(), "radar_max_gap": 0.15, "radar_max_age": 0.5}, 6)
+    assert (cfg.radar_max_gap_ns, cfg.radar_max_age_ns) == (150_000_000, 500_000_000)
 
 
 def test_console_script_adds_the_yaml_unless_given() -> None:
     assert _with_default_params_file(["imkd-detector"]) == ["imkd-detector", "--ros-args", "--params-file", str(YAML)]
     own = ["imkd-detector", "--ros-args", "--params-file", "mine.yaml"]
     assert _with_default_params_file(own) == own
+    # the YAML goes before the user's --ros-args: rcl lets later parameters win, so -p overrides the file
+    user = ["imkd-detector", "--ros-args", "-p", "checkpoint:=x.pt", "-p", "sync_window:=0.07"]
+    argv = _with_default_params_file(user)
+    assert argv == ["imkd-detector", "--ros-args", "--params-file", str(YAML), *user[1:]]
+
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=argv)
+    try:
+        node = rclpy.create_node(NODE_NAME, context=ctx)
+        assert node.declare_parameter("checkpoint", "unset").value == "x.pt"
+        assert node.declare_parameter("sync_window", 1.0).value == 0.07
+        assert node.declare_parameter("image_transport", "unset").value == "compressed"  # from the YAML
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
 
 
 # ------------------------------------------------------------------------------------- launch file

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import struct
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +67,65 @@ def test_checkpoint_rejects_bad_payloads(tmp_path) -> None:
         save_checkpoint(tmp_path / "x.pt", {**_payload(torch.nn.Linear(2, 2)), "extra": np.zeros(3)})
     with pytest.raises(CheckpointError, match="kind"):
         save_checkpoint(tmp_path / "x.pt", {**_payload(torch.nn.Linear(2, 2)), "kind": "other"})
+
+    # subclasses of the plain types pickle as their own class, which weights_only loading rejects:
+    # refused at save, naming the key path and the type
+    class MyTensor(torch.Tensor):
+        pass
+
+    subclassed = {
+        "['meta']['torch']": ({"meta": {"torch": torch.__version__}}, "TorchVersion (a subclass of str)"),
+        "['meta']['nds'][1]": ({"meta": {"nds": [0.5, np.float64(0.25)]}}, "float64 (a subclass of float)"),
+        "['meta']['n']": ({"meta": {"n": np.int64(3)}}, "int64"),
+        "['extra']": ({"extra": torch.zeros(2).as_subclass(MyTensor)}, "MyTensor (a subclass of Tensor)"),
+    }
+    for where, (extra, type_desc) in subclassed.items():
+        with pytest.raises(CheckpointError) as info:
+            save_checkpoint(tmp_path / "x.pt", {**_payload(torch.nn.Linear(2, 2)), **extra})
+        msg = str(info.value)
+        assert f"payload{where}" in msg and type_desc in msg and "weights_only" in msg, msg
+    with pytest.raises(CheckpointError, match=r"payload\['meta'\].*defaultdict"):
+        from collections import defaultdict
+
+        save_checkpoint(tmp_path / "x.pt", {**_payload(torch.nn.Linear(2, 2)), "meta": defaultdict(int)})
     assert not list(tmp_path.iterdir())
+    # the exact types load: str(torch.__version__), Parameters, torch.Size, dtypes, OrderedDict
+    ok = {**_payload(torch.nn.Linear(2, 2)), "meta": {"torch": str(torch.__version__), "nds": float(np.float64(0.5)),
+                                                     "p": torch.nn.Parameter(torch.ones(2)), "size": torch.Size([2]),
+                                                     "dtype": torch.float16}}
+    back = load_checkpoint(save_checkpoint(tmp_path / "ok.pt", ok))["meta"]
+    assert back["torch"] == torch.__version__ and back["size"] == torch.Size([2]) and back["dtype"] is torch.float16
+
+
+def _flip_byte_in_tensor_data(src: Path, dst: Path) -> str:
+    """Copy checkpoint src to dst with one bit flipped in the middle of its largest tensor's data
+    record (the zip stays structurally valid); returns that record's name."""
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    assert info.compress_type == zipfile.ZIP_STORED
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # after the local file header
+    data[start + info.file_size // 2] ^= 0x10
+    dst.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_flipped_byte_in_tensor_data_is_refused(tmp_path) -> None:
+    """torch.load does not check the zip CRCs: one flipped bit inside tensor data loads silently as
+    a wrong weight. load_checkpoint (and so the Predictor and the node) verifies them first."""
+    torch.manual_seed(0)
+    good = save_checkpoint(tmp_path / "good.pt", {"kind": "student", "config": tiny().to_dict(),
+                                                  "model": torch.nn.Linear(64, 32).state_dict()})
+    bad = tmp_path / "flipped.pt"
+    record = _flip_byte_in_tensor_data(good, bad)
+    silently = torch.load(bad, weights_only=True)  # what load_checkpoint would return without the check
+    assert not torch.equal(silently["model"]["weight"], load_checkpoint(good)["model"]["weight"])
+    with pytest.raises(CheckpointError, match=r"flipped\.pt is corrupt.*CRC") as info:
+        load_checkpoint(bad)
+    assert record in str(info.value)
+    with pytest.raises(CheckpointError, match=r"flipped\.pt is corrupt.*CRC"):
+        Predictor(checkpoint=bad, device="cpu")
 
 
 def test_predictor_round_trip(tmp_path) -> None:

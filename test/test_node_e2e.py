@@ -150,3 +150,4 @@ def test_raw_image_transport(checkpoint: Path, tmp_path: Path) -> None:
         assert {s: len(v) for s, v in client.received.detections.items()} == {r.stamp: 1 for r in raws}
         diag = client.wait_diagnostics(lambda v: v["frames"].get("frames_published") == "2", 10)
         assert all(v == "0" for k, v in diag["bad input"].items() if not k.startswith("_")), diag["bad input"]
+        assert diag["inputs"]["count /tf"] == "2"  # one odometry TFMessage per frame, counted once

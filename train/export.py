@@ -21,12 +21,8 @@ What is exported: the model library's inference graph `imkd_core.models.export.S
 Variable sizes are dynamic axes: radar points (`radar`, `radar_mask` axis 1) and the number of
 frustum cells inside the grid (the pool index vectors). The batch is fixed at 1.
 
-Workaround for the TorchScript trace: `imkd_core.models.depth.radar_depth_image` assigns the lift
-heights in place (`xyz[..., 2] = tensor(heights)`), which torch.jit.trace records as a constant
-of the tracing frame's radar count, so the traced module fails on any other count (the ONNX
-exporter happens to keep that op dynamic). While exporting, the Student's reference to it is
-swapped for `radar_depth_image_traceable` (same math; the graph is checked bit-exact against the
-unpatched Student.forward on every parity frame before anything is exported).
+Before anything is exported, the graph (explicit pool indices) is checked bit-exact against
+Student.forward (cached pool indices) on every parity frame.
 
 Parity: the exported models run on a real frame (from --dataroot, else a synthetic frame) and a
 second, different frame (other radar count/calibration: proves the graph is not specialised
@@ -37,13 +33,11 @@ and decoded detections are compared. The LAST line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,51 +49,12 @@ import torch  # noqa: E402
 
 from imkd_core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from imkd_core.config import IMKDConfig, get_config  # noqa: E402
-from imkd_core.models import detector as detector_module  # noqa: E402
 from imkd_core.models import export as model_export  # noqa: E402
-from imkd_core.models.depth import project_to_cells  # noqa: E402
 from imkd_core.models.detector import Student  # noqa: E402
 from imkd_core.models.export import INPUTS, StudentGraph, graph_inputs, output_names  # noqa: E402
-from imkd_core.models.ops import scatter_sum  # noqa: E402
 from imkd_core.preprocess import collate, frame_to_inputs  # noqa: E402
 
 INPUT_NAMES = tuple(INPUTS)
-
-
-def radar_depth_image_traceable(radar: torch.Tensor, radar_mask: torch.Tensor, intrinsics: torch.Tensor,
-                                cam_to_ego: torch.Tensor, camera_mask: torch.Tensor, image_size: tuple[int, int],
-                                feat_size: tuple[int, int], heights: tuple[float, ...], d_max: float) -> torch.Tensor:
-    """`imkd_core.models.depth.radar_depth_image` with the lift heights added to a zeros_like of
-    the radar's z column instead of assigned in place, so a trace keeps the radar count dynamic."""
-    B, N = intrinsics.shape[:2]
-    h, w = feat_size
-    M = radar.shape[1]
-    K = len(heights)
-    hz = torch.tensor(heights, dtype=radar.dtype, device=radar.device).view(1, 1, K, 1)
-    z_lift = torch.zeros_like(radar[:, :, None, 2:3]).expand(B, M, K, 1) + hz
-    xyz = torch.cat([radar[:, :, None, :2].expand(B, M, K, 2), z_lift], -1)
-    valid = radar_mask[:, :, None].expand(B, M, K).reshape(B, M * K)
-    cell, z, ok = project_to_cells(xyz.reshape(B, M * K, 3), valid, intrinsics, cam_to_ego, camera_mask,
-                                   image_size, feat_size)
-    rcs = radar[:, None, :, None, 3].expand(B, N, M, K).reshape(B, N, M * K)
-    cell, z, rcs = cell[ok], z[ok], rcs[ok]
-    n = B * N * h * w
-    near = torch.zeros(n, device=radar.device).scatter_reduce(0, cell, (1.0 - z / d_max).clamp(0, 1), "amax")
-    rcs_img = torch.zeros(n, device=radar.device).scatter_reduce(0, cell, ((rcs + 10.0) / 50.0).clamp(0.01, 1), "amax")
-    count = scatter_sum(torch.ones_like(z), cell, n)
-    img = torch.stack([near, rcs_img, torch.log1p(count)], 0).view(3, B, N, h, w)
-    return img.permute(1, 2, 0, 3, 4)
-
-
-@contextlib.contextmanager
-def traceable_radar_depth() -> Iterator[None]:
-    """Swap the Student's radar_depth_image for the traceable version (restored afterwards)."""
-    original = detector_module.radar_depth_image
-    detector_module.radar_depth_image = radar_depth_image_traceable
-    try:
-        yield
-    finally:
-        detector_module.radar_depth_image = original
 
 
 def export_inputs(student: Student, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -167,8 +122,8 @@ def frame_batch(frame: Any, cfg: IMKDConfig) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- export
 def export_torchscript(graph: StudentGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Trace (with the traceable radar depth image), freeze and save."""
-    with warnings.catch_warnings(), torch.no_grad(), traceable_radar_depth():
+    """Trace, freeze and save."""
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python constants (shapes are fixed per config)
         traced = torch.jit.trace(graph, example, check_trace=False, strict=False)
         traced = torch.jit.freeze(traced.eval())
@@ -177,8 +132,8 @@ def export_torchscript(graph: StudentGraph, example: tuple[torch.Tensor, ...], p
 
 def export_onnx(student: Student, batch: dict[str, torch.Tensor], path: Path, opset: int) -> None:
     """`imkd_core.models.export.export_onnx` (TorchScript-based exporter, dynamo=False: no onnxscript
-    dependency; dynamic radar count and pool-index length) with the traceable radar depth image."""
-    with torch.no_grad(), traceable_radar_depth():
+    dependency; dynamic radar count and pool-index length)."""
+    with torch.no_grad():
         model_export.export_onnx(student, batch, path, opset=opset)
 
 
@@ -211,13 +166,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for b in batches:
         out = student(b)
         refs.append([t.numpy() for h in out["heads"] for t in (h["hm"], h["box"])] + [out["I_hat"].numpy()])
-    # ...which the graph, with explicit indices and the traceable radar depth image, equals exactly
-    with traceable_radar_depth():
-        for ex, ref in zip(examples, refs):
-            got = [t.numpy() for t in graph(*ex)]
-            if len(got) != len(ref) or _max_diff(ref, got) != 0.0:
-                raise RuntimeError("the export graph (traceable radar depth image, explicit pool indices) differs "
-                                   "from Student.forward: update train/export.py radar_depth_image_traceable")
+    # ...which the graph, with explicit pool indices, equals exactly
+    for ex, ref in zip(examples, refs):
+        got = [t.numpy() for t in graph(*ex)]
+        if len(got) != len(ref) or _max_diff(ref, got) != 0.0:
+            raise RuntimeError("the export graph (explicit pool indices) differs from Student.forward: "
+                               "update imkd_core.models.export.StudentGraph")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"source": source, "config": cfg.name, "checkpoint": args.checkpoint,

@@ -417,30 +417,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 # ============================================================================ checkpoints
-def verify_archive(path: str | Path) -> None:
-    """Check the CRC-32 of every record of a torch zip checkpoint. torch.load does not verify them,
-    so flipped bytes inside tensor data would load silently as wrong weights; this turns them into
-    a CheckpointError. (Truncation and structural damage are caught by load_checkpoint itself.)"""
-    import zipfile
-
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a torch archive "
-                              f"({type(e).__name__}: {e})") from e
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad!r} fails its CRC-32 check")
-
-
-def load_verified(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """imkd_core.checkpoint.load_checkpoint (weights_only, format check) after verify_archive."""
-    if Path(path).is_file():
-        verify_archive(path)
-    return load_checkpoint(path, map_location=map_location)
-
-
 def slim_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """Inference-only payload: kind, config, model (CPU float32) and a little provenance."""
     model = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
@@ -457,13 +433,13 @@ def slim_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Write an inference-only copy of checkpoint `src` (model + config) to `dst`, atomically."""
-    return save_checkpoint(dst, slim_payload(load_verified(src)))
+    return save_checkpoint(dst, slim_payload(load_checkpoint(src)))
 
 
 def load_teacher(path: str, student_cfg: IMKDConfig, device: torch.device) -> Teacher:
     """The frozen teacher of a student run (eval mode, no gradients). Its BEV grid and channel
     count must be the student's (F_L is compared with the student's features cell by cell)."""
-    payload = load_verified(path)
+    payload = load_checkpoint(path)
     if payload["kind"] != "teacher":
         raise CheckpointError(f"--teacher {path}: expected a teacher checkpoint, got kind {payload['kind']!r}")
     tcfg = IMKDConfig.from_dict(payload["config"])
@@ -773,7 +749,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     val_history: list[dict[str, Any]] = []
     resumed = False
     if args.resume and last_path.exists():
-        ck = load_verified(last_path, map_location="cpu")
+        ck = load_checkpoint(last_path, map_location="cpu")
         if ck["kind"] != args.model:
             raise SystemExit(f"--resume: {last_path} is a {ck['kind']} checkpoint, not {args.model}")
         if ck["config"] != cfg.to_dict():
