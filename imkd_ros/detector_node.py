@@ -17,7 +17,7 @@ the input.
 
 Bad input never raises out of a callback: it is dropped, counted by kind (BAD_KINDS, reported
 on /diagnostics) and logged with a per-kind throttle. Parameters are declared from `PARAMS`
-(the one table: defaults = config/detector.yaml, descriptors, docs/node.md), validated at
+(the one table: defaults = config/detector.yaml, descriptors, README.md), validated at
 start (exit code 2 with every problem listed) and, for the few that may change at run time,
 in an on-set-parameters callback.
 """
@@ -343,7 +343,7 @@ def default_params_file() -> Path | None:
 
 
 def parameter_table_markdown() -> str:
-    """The parameter table of docs/node.md (name, type, default, meaning), from PARAMS."""
+    """The parameter table of README.md (name, type, default, meaning), from PARAMS."""
     rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
     for s in PARAMS:
         d = s.default
@@ -921,7 +921,7 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> DiagnosticArray:
-        """The DiagnosticArray published every diagnostics_period (see docs/node.md)."""
+        """The DiagnosticArray published every diagnostics_period (see README.md)."""
         name = self.get_name()
         now_mono = time.monotonic()
         t_prev, counts_prev = self._last_rates

@@ -1,4 +1,4 @@
-"""launch/detector.launch.py, config/detector.yaml, docs/node.md and config/imkd.rviz agree with
+"""launch/detector.launch.py, config/detector.yaml, README.md and config/imkd.rviz agree with
 the node, without launch/launch_ros (not installable here).
 
 The launch file is checked twice: statically (ast: every name it uses exists: package,
@@ -284,7 +284,7 @@ def test_launch_file_runs_against_launch_stand_ins(monkeypatch: pytest.MonkeyPat
 
 # ------------------------------------------------------------------------------------- docs, rviz
 def test_docs_list_every_parameter_and_topic() -> None:
-    text = (ROOT / "docs" / "node.md").read_text()
+    text = (ROOT / "README.md").read_text()
     d = default_params()
     for p in PARAMS:
         assert f"| `{p.name}` |" in text, p.name
