@@ -8,14 +8,14 @@ verifies the zip CRCs first: torch.load does not, so a flipped byte in tensor da
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from imkd_core.atomic import atomic_path
 
 FORMAT = "imkd-v1"
 KINDS = ("student", "teacher")
@@ -83,25 +83,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     payload = {"format": FORMAT, **payload}
     _validate(payload, str(path))
     _check_plain(payload, "payload")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

@@ -9,15 +9,14 @@ imported inside the functions that need it (the ROS side converts detections wit
 
 from __future__ import annotations
 
-import json
 import os
 import os.path as osp
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from imkd_core.atomic import atomic_write_json
 from imkd_core.frame import CLASSES, Detections
 
 MAX_BOXES_PER_SAMPLE = 500
@@ -166,19 +165,6 @@ def _gt_results_from_nusc(nusc: Any, sample_tokens: Iterable[str]) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _atomic_json(obj: Any, path: str) -> None:
-    os.makedirs(osp.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=osp.basename(path) + ".", suffix=".tmp", dir=osp.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _token_eval_class():
     """A DetectionEval whose GT comes from an explicit sample-token list (built lazily: devkit import)."""
     from nuscenes.eval.common.data_classes import EvalBoxes
@@ -265,7 +251,7 @@ def evaluate(
     out_dir = str(output_dir)
     os.makedirs(out_dir, exist_ok=True)
     result_path = osp.join(out_dir, "results_nusc.json")
-    _atomic_json({"meta": dict(results.get("meta", RESULT_META)), "results": res}, result_path)
+    atomic_write_json(result_path, {"meta": dict(results.get("meta", RESULT_META)), "results": res})
 
     evaluator = _token_eval_class()(nusc, cfg, result_path, tokens, out_dir, verbose=verbose)
     metrics, md_list = evaluator.evaluate()
@@ -273,8 +259,8 @@ def evaluate(
         evaluator.render(metrics, md_list)
     summary = metrics.serialize()
     summary["meta"] = evaluator.meta.copy()
-    _atomic_json(summary, osp.join(out_dir, "metrics_summary.json"))
-    _atomic_json(md_list.serialize(), osp.join(out_dir, "metrics_details.json"))
+    atomic_write_json(osp.join(out_dir, "metrics_summary.json"), summary)
+    atomic_write_json(osp.join(out_dir, "metrics_details.json"), md_list.serialize())
 
     out: dict[str, Any] = {"NDS": float(summary["nd_score"]), "mAP": float(summary["mean_ap"])}
     for key, short in TP_NAMES.items():

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from imkd_core.atomic import atomic_write_bytes
 from imkd_core.frame import CLASSES, Detections
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "imkd_core" / "weights" / "imkd_tiny_demo.pt"
@@ -62,12 +63,6 @@ def _image_size(text: str) -> tuple[int, int]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"image size must look like 704x396, got {text!r}") from exc
     return w, h
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _private_ros_env(domain_id: int | None) -> int:
@@ -159,7 +154,7 @@ def _save_figure(fig: Any, path: Path, dpi: int) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})  # no version stamp: reproducible bytes
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def draw_bev(path: Path, panels: Sequence[dict[str, Any]], score_min: float, extent: float = 50.0) -> None:

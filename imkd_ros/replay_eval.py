@@ -59,7 +59,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -69,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from imkd_core.atomic import atomic_write_text
 from imkd_core.frame import CAMERAS, CLASSES, RADARS, Detections
 from imkd_ros.replay import BagError, BagPlayer, bag_custom_data, bag_keyframes, bag_topics, open_bag
 
@@ -140,18 +140,6 @@ def trigger_topic() -> str:
     return _input_topics()["CAM_FRONT"]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         v = float(obj)
@@ -167,7 +155,7 @@ def _jsonable(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """JSON (NaN -> null), written atomically."""
-    _atomic_write(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------

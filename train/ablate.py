@@ -37,6 +37,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from imkd_core.atomic import atomic_write_text  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train" / "train.py"
 METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
@@ -136,13 +138,6 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def execute(args: argparse.Namespace, name: str, cmd: list[str], state: dict[str, Any]) -> dict[str, Any]:
     """Run (or skip, when finished) one training run; returns its summary + wall time."""
     run_dir = Path(args.out) / name
@@ -162,7 +157,7 @@ def execute(args: argparse.Namespace, name: str, cmd: list[str], state: dict[str
     summary = _load_json(run_dir / "summary.json") or {}
     prev = state.get(name, {}).get("wall_seconds") or 0.0  # an interrupted earlier attempt
     state[name] = {"wall_seconds": round(prev + wall, 1), "command": _display(cmd)}
-    _atomic_write(Path(args.out) / "ablation_state.json", json.dumps(state, indent=1) + "\n")
+    atomic_write_text(Path(args.out) / "ablation_state.json", json.dumps(state, indent=1) + "\n")
     print(f"[ablate] {name}: done in {wall:.0f} s: NDS {summary.get('final', {}).get('NDS')}", file=sys.stderr,
           flush=True)
     return {**summary, "wall_seconds": round(prev + wall, 1), "skipped": False}
@@ -207,7 +202,7 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
                     "device": rows[0].get("device") if rows else None},
         "rows": rows,
     }
-    _atomic_write(Path(args.json), json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
 
     by = {r["name"]: r for r in rows}
     lines = [f"# {args.title}", "",
@@ -256,7 +251,7 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
               "same initialisation (same seed) and see the same batches; the only difference is the "
               "distillation terms. Small synthetic validation sets make differences of a few NDS points noisy.",
               ""]
-    _atomic_write(Path(args.md), "\n".join(lines))
+    atomic_write_text(Path(args.md), "\n".join(lines))
     return doc
 
 

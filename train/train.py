@@ -41,7 +41,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ import yaml  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
+from imkd_core.atomic import atomic_copy, atomic_path, atomic_write_text  # noqa: E402
 from imkd_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from imkd_core.config import ConfigError, IMKDConfig, get_config  # noqa: E402
 from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
@@ -469,7 +469,7 @@ class JsonlLog:
         if truncate_after_step is not None and path.exists():
             keep = [ln for ln in path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= truncate_after_step]
-            _atomic_text(path, "".join(ln + "\n" for ln in keep))
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
         elif truncate_after_step is None and path.exists():
             path.unlink()
         self._f = open(path, "a")
@@ -480,17 +480,6 @@ class JsonlLog:
 
     def close(self) -> None:
         self._f.close()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(obj: Any) -> Any:
@@ -573,14 +562,11 @@ def plot_curves(log_path: Path, png_path: Path, title: str = "") -> None:
         a.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, png_path)
+        with atomic_path(png_path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ============================================================================ validation
@@ -823,7 +809,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     def checkpoint(is_best: bool = False) -> None:
         save_last()
         if is_best and env.is_main:
-            _copy_best(last_path, best_path)
+            atomic_copy(last_path, best_path)
         barrier(env)
 
     # ---------------------------------------------------------------- loop
@@ -931,26 +917,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "world_size": env.world_size, "device": str(device), "amp": use_amp, "seed": args.seed,
             "last": str(last_path), "best": str(best_path) if best_path.exists() else None,
         }
-        _atomic_text(out / SUMMARY_NAME, json.dumps(_jsonable(summary), indent=1) + "\n")
+        atomic_write_text(out / SUMMARY_NAME, json.dumps(_jsonable(summary), indent=1) + "\n")
     if env.enabled:
         barrier(env)
         dist.destroy_process_group()
     return summary
-
-
-def _copy_best(last_path: Path, best_path: Path) -> None:
-    """best.pt = the checkpoint just written as last.pt (atomic copy)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{best_path.name}.", suffix=".partial", dir=best_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(last_path, "rb") as src:
-            while chunk := src.read(1 << 20):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, best_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
