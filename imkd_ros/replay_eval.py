@@ -558,7 +558,10 @@ def replay_closed_loop(
             bar.close()
         result.playback = {**stats.summary(), "barriers": state["barriers"],
                            "barrier_timeouts": state["barrier_timeouts"], "barrier_s": round(state["barrier_s"], 3)}
-        if recorder.wait_for_diagnostics(timeout=5.0):  # the node's input counters after the last message
+        # the node's input counters after the last message: give its callbacks time to count the
+        # bag's tail (a loaded CPU can be seconds behind) before calling anything lost
+        recorder.wait_for_counts(dict(stats.published), barrier_timeout, abort)
+        if recorder.wait_for_diagnostics(timeout=5.0):
             with recorder._cond:
                 counts = dict(recorder.input_counts)
             result.lost = {t: n - counts[t] for t, n in stats.published.items() if t in counts and counts[t] < n}

