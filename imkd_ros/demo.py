@@ -40,8 +40,8 @@ import numpy as np
 
 from imkd_core.atomic import atomic_write_bytes
 from imkd_core.frame import CLASSES, Detections
+from imkd_core.weights import DEMO_CHECKPOINT
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "imkd_core" / "weights" / "imkd_tiny_demo.pt"
 SCENE = "synth-val-0001"
 VERSION = "v1.0-synth"
 # Bottom-face corner indices (in box_corners' order) as a closed polygon, and the 12 box edges.

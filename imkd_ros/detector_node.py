@@ -68,6 +68,7 @@ from visualization_msgs.msg import MarkerArray
 
 from imkd_core.frame import CAMERAS, RADARS, SensorFrame
 from imkd_core.radar import RADAR_PCD_FIELDS
+from imkd_core.weights import DEMO_CHECKPOINT  # shipped demo model: used when `checkpoint` is empty
 from imkd_ros import msgs as M
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
 from imkd_ros.nuscenes_to_bag import TOPICS
@@ -75,8 +76,7 @@ from imkd_ros.tf_buffer import TfBuffer, TransformError
 
 NODE_NAME = "imkd_detector"
 NS_PER_S = 1_000_000_000
-# The demo checkpoint shipped with the package (used when `checkpoint` is empty).
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "imkd_core" / "weights" / "imkd_tiny_demo.pt"
+
 # Parameters that may change while the node runs; every other one is read-only.
 DYNAMIC_PARAMS = ("score_threshold", "max_detections", "marker_lifetime")
 
