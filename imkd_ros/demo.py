@@ -1,11 +1,11 @@
 """`make demo`: synthetic scene -> rosbag2 -> detector node (closed loop) -> devkit metrics + pictures.
 
     python -m imkd_ros.demo [--out demo_out] [--checkpoint PATH | --random-init] [--samples 16]
-                            [--seed 2026] [--image-size 704x396] [--sweeps] [--rate 1.0]
+                            [--seed 2026] [--image-size 704x396] [--no-sweeps] [--rate 1.0]
 
 Steps, all deterministic (fixed seed, lock-step replay):
 1. generate a small synthetic nuScenes-format dataset with imkd_core.data.synthetic (2 scenes of
-   `--samples` keyframes, keyframes only unless --sweeps; seed 2026, a world the demo checkpoint
+   `--samples` keyframes, with sweeps unless --no-sweeps; seed 2026, a world the demo checkpoint
    was not trained on) into <out>/work/data; only its validation scene synth-val-0001 is used;
 2. convert that scene to a bag with imkd_ros.nuscenes_to_bag (MCAP, ground truth, no LiDAR)
    into <out>/work/bags/synth-val-0001 (replayable afterwards with `imkd-replay`);
@@ -350,7 +350,7 @@ def metrics_markdown(summary: Mapping[str, Any], info: Mapping[str, Any]) -> str
 
 
 def run_demo(out: Path, checkpoint: str | None = None, random_init: bool = False, samples: int = 16,
-             seed: int = 2026, image_size: tuple[int, int] = (704, 396), sweeps: bool = False, rate: float = 1.0,
+             seed: int = 2026, image_size: tuple[int, int] = (704, 396), sweeps: bool = True, rate: float = 1.0,
              score_min: float = 0.3, domain_id: int | None = None, progress: bool = True) -> dict[str, Any]:
     """All demo steps; returns the final JSON object (also in out/metrics.json)."""
     from imkd_core.data.nuscenes import load_nuscenes
@@ -421,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16, help="keyframes per synthetic scene")
     p.add_argument("--seed", type=int, default=2026, help="synthetic world seed")
     p.add_argument("--image-size", type=_image_size, default=(704, 396), help="camera images WxH")
-    p.add_argument("--sweeps", action="store_true", help="include sweeps (12 Hz cameras, 13 Hz radar; slower)")
+    p.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
+                   help="include sweeps (12 Hz cameras, 13 Hz radar) as the demo model was trained with them; "
+                        "--no-sweeps: keyframes only, faster, but the radar then differs from training")
     p.add_argument("--rate", type=float, default=1.0, help="replay rate between lock-step waits")
     p.add_argument("--score-min", type=float, default=0.3, help="score of the boxes drawn in the pictures")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a private one from the pid)")

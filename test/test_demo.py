@@ -48,6 +48,8 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert last["frames_received"] == last["frames_expected"] == saved["keyframes"] >= 10
     assert abs(last["replay"]["NDS"] - last["offline"]["NDS"]) <= 0.005
     assert abs(last["replay"]["mAP"] - last["offline"]["mAP"]) <= 0.005
+    if SHIPPED.is_file():  # the shipped student really detects (deterministic run; random weights give ~0)
+        assert last["replay"]["mAP"] > 0.1 and last["offline"]["mAP"] > 0.1, last
     text = (out / "metrics.md").read_text()
     assert "| NDS |" in text and "| car |" in text
     for name in ("bev.png", "camera.png"):
