@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from imkd_core.atomic import atomic_write_bytes
+from imkd_core.data.synthetic import parse_image_size
 from imkd_core.frame import CLASSES, Detections
 from imkd_core.weights import DEMO_CHECKPOINT
 
@@ -55,14 +56,6 @@ class DemoError(RuntimeError):
 
 def _log(text: str) -> None:
     print(f"[demo] {text}", file=sys.stderr, flush=True)
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"image size must look like 704x396, got {text!r}") from exc
-    return w, h
 
 
 def _private_ros_env(domain_id: int | None) -> int:
@@ -420,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-init", action="store_true", help="untrained tiny student (plumbing check only)")
     p.add_argument("--samples", type=int, default=16, help="keyframes per synthetic scene")
     p.add_argument("--seed", type=int, default=2026, help="synthetic world seed")
-    p.add_argument("--image-size", type=_image_size, default=(704, 396), help="camera images WxH")
+    p.add_argument("--image-size", type=parse_image_size, default=(704, 396), help="camera images WxH")
     p.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
                    help="include sweeps (12 Hz cameras, 13 Hz radar) as the demo model was trained with them; "
                         "--no-sweeps: keyframes only, faster, but the radar then differs from training")

@@ -51,6 +51,7 @@ from vision_msgs.msg import (
 from visualization_msgs.msg import Marker, MarkerArray
 
 from imkd_core.frame import CLASSES, Detections
+from imkd_core.geometry import quat_to_matrix
 from imkd_core.radar import RADAR_PCD_FIELDS
 
 __all__ = [
@@ -482,13 +483,7 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(q, axis=-1, keepdims=True)
     if not np.isfinite(q).all() or (n < 1e-9).any():
         raise MessageError("quaternion is zero or not finite")
-    x, y, z, w = np.moveaxis(q / n, -1, 0)
-    R = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], axis=-1)
-    return R.reshape(q.shape[:-1] + (3, 3))
+    return quat_to_matrix(q[..., [3, 0, 1, 2]])  # ROS order (x, y, z, w) -> (w, x, y, z)
 
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:

@@ -25,15 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from tqdm import tqdm  # noqa: E402
 
-from imkd_core.data.synthetic import SyntheticConfig, generate  # noqa: E402
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"image size must look like 704x396, got {text!r}") from exc
-    return w, h
+from imkd_core.data.synthetic import SyntheticConfig, generate, parse_image_size  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenes", type=int, default=10)
     p.add_argument("--samples-per-scene", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_image_size, default=(704, 396), help="WxH (default 704x396)")
+    p.add_argument("--image-size", type=parse_image_size, default=(704, 396), help="WxH (default 704x396)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 2),
                    help="worker processes over scenes (output is identical for any value)")
     p.add_argument("--version", default="v1.0-synth")

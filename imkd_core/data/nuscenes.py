@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS, GroundTruth, SensorFrame
+from imkd_core.geometry import quat_to_matrix
 from imkd_core.preprocess import decode_image, reduced_intrinsics
 from imkd_core.radar import radar_features
 
@@ -44,19 +45,6 @@ class NuScenesDataError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- geometry
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (w, x, y, z), normalised here -> (..., 3, 3) rotation matrices."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    R = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1)
-    return R.reshape(q.shape[:-1] + (3, 3))
-
-
 def pose_matrix(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:
     """4x4 homogeneous transform from a nuScenes (translation, quaternion wxyz) record."""
     T = np.eye(4)

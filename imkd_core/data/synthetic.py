@@ -2268,3 +2268,14 @@ def split_scene_names(nusc_or_dir: Any, version: str | None = None) -> dict[str,
         out["train"] += [n for n in other if n in train]
         out["val"] += [n for n in other if n in val]
     return {k: sorted(v) for k, v in out.items()}
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """'704x396' -> (704, 396): the --image-size argument of the generator's command lines."""
+    import argparse
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"image size must look like 704x396, got {text!r}") from exc
+    return w, h
