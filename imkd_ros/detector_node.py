@@ -156,6 +156,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               "volatile). best_effort matches every publisher; reliable gives lossless delivery from reliable "
               "publishers (bag replay tools, tests) but does not match best-effort drivers.",
               "best_effort | reliable", lambda v: v in ("best_effort", "reliable")),
+    ParamSpec("sensor_queue_depth", 5,
+              "History depth (keep last N) of the camera/radar subscriptions; 5 = SensorDataQoS. Raise it with "
+              "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
+              "overwritten in the reader's history.",
+              "1 .. 1000", lambda v: 1 <= v <= 1000),
     ParamSpec("jpeg_reduction", 0,
               "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
               "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
@@ -547,7 +552,7 @@ class DetectorNode(Node):
         self.infer_group = MutuallyExclusiveCallbackGroup()
         self.diag_group = MutuallyExclusiveCallbackGroup()
         self.subs: list[Any] = []
-        sensor_qos = QoSProfile(depth=qos_profile_sensor_data.depth, history=qos_profile_sensor_data.history,
+        sensor_qos = QoSProfile(depth=p["sensor_queue_depth"], history=qos_profile_sensor_data.history,
                                 durability=qos_profile_sensor_data.durability,
                                 reliability=ReliabilityPolicy.RELIABLE if p["sensor_reliability"] == "reliable"
                                 else qos_profile_sensor_data.reliability)

@@ -480,6 +480,7 @@ def replay_closed_loop(
     if lockstep:  # fast input counters for the barriers; lossless delivery from the (reliable) player
         params.setdefault("diagnostics_period", 0.1)
         params.setdefault("sensor_reliability", "reliable")
+        params.setdefault("sensor_queue_depth", 1000)  # reliable + deep: the player may run ahead of decoding
     state: dict[str, Any] = {"prev": None, "published": {}, "barrier_at": stamps[0] + settle_ns if lockstep else None,
                              "barriers": 0, "barrier_timeouts": 0, "barrier_s": 0.0, "use_barriers": lockstep}
 
