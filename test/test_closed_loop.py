@@ -59,7 +59,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"data": data, "nusc": nusc, "bag": stats.bag, "ckpt": ckpt, "root": root}
 
 
-@pytest.mark.xfail(strict=False, reason="known flake (1 of 3 clean-clone runs, 2026-11-21): replay NDS differed from offline by 0.015 once; suspected radar-sweep selection race in the node; see the issue 7 note")
+@pytest.mark.xfail(strict=False, reason="known flake (1 of 3 clean-clone runs, 2026-11-21): replay NDS "
+                   "differed from offline by 0.015 once; suspected radar-sweep selection race in the node")
 def test_closed_loop_matches_offline(synthetic: dict[str, Any]) -> None:
     out = synthetic["root"] / "eval"
     report = run_replay_eval(synthetic["bag"], synthetic["ckpt"], synthetic["data"], out_dir=out,
