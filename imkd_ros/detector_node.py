@@ -723,15 +723,22 @@ class DetectorNode(Node):
         if held is not None:
             self._on_image(c, held, counted=True)
 
-    def _on_image(self, c: int, msg: Any, counted: bool = False) -> None:
-        topic = self.p["image_topics"][c]
+    def _header_ok(self, msg: Any, topic: str) -> int | None:
+        """The message's stamp in ns if its stamp and frame_id are usable, else None (counted)."""
         stamp = M.stamp_to_ns(msg.header.stamp)
-        if not counted:
-            self._input(topic)
         if not self._stamp_ok(stamp, topic):
-            return
+            return None
         if not msg.header.frame_id:
             self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
+            return None
+        return stamp
+
+    def _on_image(self, c: int, msg: Any, counted: bool = False) -> None:
+        topic = self.p["image_topics"][c]
+        if not counted:
+            self._input(topic)
+        stamp = self._header_ok(msg, topic)
+        if stamp is None:
             return
         nbytes = len(msg.data)
         if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
@@ -769,12 +776,9 @@ class DetectorNode(Node):
 
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
-        stamp = M.stamp_to_ns(msg.header.stamp)
         self._input(topic)
-        if not self._stamp_ok(stamp, topic):
-            return
-        if not msg.header.frame_id:
-            self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
+        stamp = self._header_ok(msg, topic)
+        if stamp is None:
             return
         n = int(msg.width) * int(msg.height)
         if n > self.p["max_radar_points"]:
