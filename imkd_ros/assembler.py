@@ -15,17 +15,14 @@ Rules (DESIGN.md, "The ROS 2 node"):
   (so a camera firing just before the trigger does not hold the frame back), or after
   `camera_timeout_ns` of input time; a camera still missing then is masked. Set
   `camera_offsets_ns` for rigs whose cameras fire more than half a period after the trigger.
-- Radar, per radar: the sweeps up to the frame's "closing" sweep (mode "closing": the first sweep
-  stamped at or after frame stamp - `radar_tolerance_ns`; in nuScenes the keyframe radar sweep of
-  a sample, which the offline reader starts from, lies -3..+75 ms from CAM_FRONT) or, in mode
-  "causal", the sweeps stamped at or before frame stamp + `radar_tolerance_ns`; the last
-  `radar_sweeps` of them, walking back from the newest selected sweep and stopping at the first
-  gap between consecutive sweeps longer than `radar_max_gap_ns` or at a sweep older than frame
-  stamp - `radar_max_age_ns`. The offline reader follows a radar's `prev` chain from the keyframe
-  sweep over the sweep files that exist, so on keyframe-only data it takes the keyframe sweep
-  alone; the gap rule gives the same on a keyframe-only bag (2 Hz) instead of summing keyframes
-  seconds old. A frame waits for the evidence that settles this choice (the closing sweep / a
-  later sweep) at most `radar_timeout_ns` of input time, also for a configured radar that has
+- Radar, per radar: the sweeps chosen by `imkd_core.radar.SweepRule` (the rule the offline
+  reader applies to the dataset's sweep timeline, so node and training/evaluation take the same
+  sweeps): mode "closing" takes the sweeps up to the first one stamped at or after frame stamp -
+  `radar_tolerance_ns`, mode "causal" those at or before frame stamp + `radar_tolerance_ns`; then
+  at most `radar_sweeps`, none older than `radar_max_age_ns` and none across a gap longer than
+  `radar_max_gap_ns` (a 2 Hz keyframe-only bag keeps one sweep per radar, like the reader on
+  keyframe-only data). A frame waits for the evidence that settles this choice (the closing
+  sweep / a later sweep) at most `radar_timeout_ns` of input time, also for a configured radar that has
   sent nothing since start or the last reset (so the first frames do not depend on which radar
   happened to be heard from first); a radar still without sweeps then is left out (counted in
   `radars_missing`). Replaying a bag thus gives the same frames however the messages
@@ -57,7 +54,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from imkd_core.frame import CAMERAS, RADAR_COLUMNS, RADARS, FrameError, SensorFrame
-from imkd_core.radar import RADAR_PCD_FIELDS, radar_features
+from imkd_core.radar import RADAR_PCD_FIELDS, SweepRule, radar_features
 from imkd_ros.tf_buffer import TfBuffer, TransformError
 
 MS = 1_000_000
@@ -98,17 +95,13 @@ class AssemblerConfig:
     camera_offsets_ns: dict[str, int] = field(default_factory=dict)  # expected stamp - trigger
     camera_timeout_ns: int = 100 * MS            # input time after the trigger before masking
     camera_buffer_len: int = 4                   # images kept per camera for matching
-    radar_sweeps: int = 6
-    radar_mode: str = "closing"                  # "closing" or "causal" (see module doc)
-    # closing: first sweep at/after stamp - tolerance. On the nuScenes sweep stamps (2 scenes, 405
-    # radar keyframes) 1 ms picks the devkit's keyframe sweep in 98 % of cases (10 ms: 87 %)
-    radar_tolerance_ns: int = 1 * MS
-    radar_timeout_ns: int = 100 * MS             # input time after the trigger before giving up
-    # accumulation stops at a gap between consecutive sweeps longer than this (nuScenes radars:
-    # ~13 Hz, periods 68-81 ms) - the analogue of the offline reader's sweep chain ending on
-    # keyframe-only data (2 Hz: 500 ms gaps)
-    radar_max_gap_ns: int = 300 * MS            # > 2 periods: spans one dropped sweep, not a 2 Hz gap
-    radar_max_age_ns: int = 1_000 * MS           # sweeps older than frame stamp - this are never used
+    # radar sweep selection: imkd_core.radar.SweepRule (its defaults, shared with the offline reader)
+    radar_sweeps: int = SweepRule.sweeps
+    radar_mode: str = SweepRule.mode                    # "closing" or "causal"
+    radar_tolerance_ns: int = SweepRule.tolerance_ns
+    radar_timeout_ns: int = SweepRule.timeout_ns        # input time after the trigger before giving up
+    radar_max_gap_ns: int = SweepRule.max_gap_ns
+    radar_max_age_ns: int = SweepRule.max_age_ns
     radar_buffer_len: int = 16                   # sweeps kept per radar
     tf_timeout_ns: int = 50 * MS                 # input time past an input's stamp to wait for its TF
     max_pending_frames: int = 1                  # completed frames waiting for poll()
@@ -147,6 +140,12 @@ class AssemblerConfig:
             if not getattr(self, name):
                 raise ValueError(f"{name} must be a frame id")
         return self
+
+    def sweep_rule(self) -> SweepRule:
+        """The radar sweep selection (imkd_core.radar.SweepRule, shared with the offline reader)."""
+        return SweepRule(sweeps=int(self.radar_sweeps), mode=self.radar_mode,
+                         tolerance_ns=int(self.radar_tolerance_ns), timeout_ns=int(self.radar_timeout_ns),
+                         max_gap_ns=int(self.radar_max_gap_ns), max_age_ns=int(self.radar_max_age_ns))
 
     @classmethod
     def from_dict(cls, params: dict) -> AssemblerConfig:
@@ -222,6 +221,7 @@ class FrameAssembler:
         self._radar_index = {name: i for i, name in enumerate(cfg.radars)}
         self._trigger = self._cam_index[cfg.trigger_camera]
         self._offsets = [int(cfg.camera_offsets_ns.get(name, 0)) for name in cfg.cameras]
+        self._rule = cfg.sweep_rule()
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self.last_error: str | None = None
@@ -424,35 +424,11 @@ class FrameAssembler:
 
     def _radar_end(self, r: int, t: int, timed_out: bool) -> int | None:
         """End index (exclusive) of radar r's sweeps for a frame at t; None = keep waiting."""
-        cfg = self.config
-        stamps = self._radar_stamps[r]
-        if not stamps:  # nothing since start/reset: wait for it like for a late closing sweep
-            return 0 if timed_out else None
-        limit = bisect.bisect_right(stamps, t + cfg.radar_timeout_ns)
-        if cfg.radar_mode == "closing":
-            j = bisect.bisect_left(stamps, t - cfg.radar_tolerance_ns)
-            if j < len(stamps):
-                return min(j + 1, limit)
-        else:
-            end = bisect.bisect_right(stamps, t + cfg.radar_tolerance_ns)
-            if end < len(stamps):
-                return end
-        return limit if timed_out else None
+        return self._rule.end(self._radar_stamps[r], t, complete=timed_out)
 
     def _radar_start(self, r: int, t: int, end: int) -> int:
-        """Start index of radar r's sweeps for a frame at t ending at `end` (exclusive): at most
-        `radar_sweeps`, none older than t - radar_max_age_ns, and, walking back from the newest,
-        none beyond a gap longer than radar_max_gap_ns (the analogue of a broken sweep chain)."""
-        cfg = self.config
-        stamps = self._radar_stamps[r]
-        lo = max(0, end - cfg.radar_sweeps)
-        lo = bisect.bisect_left(stamps, t - cfg.radar_max_age_ns, lo, end)
-        if end - lo > 1:
-            gaps = np.diff(np.asarray(stamps[lo:end], dtype=np.int64))
-            breaks = np.flatnonzero(gaps > cfg.radar_max_gap_ns)
-            if breaks.size:
-                lo += int(breaks[-1]) + 1
-        return lo
+        """Start index of radar r's sweeps for a frame at t ending at `end` (exclusive)."""
+        return self._rule.start(self._radar_stamps[r], t, end)
 
     def _try_complete(self, p: _Pending) -> _Job | None:
         cfg = self.config

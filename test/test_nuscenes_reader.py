@@ -23,7 +23,7 @@ from imkd_core.data.nuscenes import (
     read_radar_pcd,
     resolve_scenes,
 )
-from imkd_core.frame import CAMERAS, CLASSES
+from imkd_core.frame import CAMERAS, CLASSES, RADARS
 
 from . import datasets
 
@@ -346,16 +346,28 @@ def test_missing_sweeps_counted_and_warned_once() -> None:
     nusc = nusc_of(REAL_ROOT, REAL_VERSION)
     reader = NuScenesReader(REAL_ROOT, REAL_VERSION, nusc=nusc, radar_sweeps=3, lidar_sweeps=4, image_reduction=8)
     expected = 0
+    rule = reader.radar_rule
     for i in (5, 6):
         sample = nusc.get("sample", reader.sample_tokens[i])
-        for chan, n in [(r, 3) for r in ("RADAR_FRONT", "RADAR_FRONT_LEFT", "RADAR_FRONT_RIGHT",
-                                          "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT")] + [("LIDAR_TOP", 4)]:
-            sd = nusc.get("sample_data", sample["data"][chan])
-            for _ in range(n - 1):
-                if not sd["prev"]:
-                    break
-                sd = nusc.get("sample_data", sd["prev"])
-                expected += not (REAL_ROOT / sd["filename"]).exists()
+        # LiDAR: the keyframe's prev chain, lidar_sweeps records
+        sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        for _ in range(4 - 1):
+            if not sd["prev"]:
+                break
+            sd = nusc.get("sample_data", sd["prev"])
+            expected += not (REAL_ROOT / sd["filename"]).exists()
+        # radar: every record of the radar's chain the sweep rule looks at (max_age back, timeout ahead)
+        t_ns = nusc.get("sample_data", sample["data"]["CAM_FRONT"])["timestamp"] * 1000
+        for chan in RADARS:
+            key = nusc.get("sample_data", sample["data"][chan])
+            for link, lo, hi in (("prev", t_ns - rule.max_age_ns, None), ("next", None, t_ns + rule.timeout_ns)):
+                sd = key
+                while sd[link]:
+                    sd = nusc.get("sample_data", sd[link])
+                    ts = sd["timestamp"] * 1000
+                    if (lo is not None and ts < lo) or (hi is not None and ts > hi):
+                        break
+                    expected += not (REAL_ROOT / sd["filename"]).exists()
     assert expected > 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -22,7 +22,7 @@ import numpy as np
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS, GroundTruth, SensorFrame
 from imkd_core.geometry import quat_to_matrix
 from imkd_core.preprocess import decode_image, reduced_intrinsics
-from imkd_core.radar import radar_features
+from imkd_core.radar import SweepRule, radar_features
 
 if TYPE_CHECKING:  # pragma: no cover
     from nuscenes import NuScenes
@@ -188,8 +188,12 @@ def resolve_scenes(nusc: NuScenes, spec: str | Iterable[str] | None = "all") -> 
 class NuScenesReader:
     """Random access to nuScenes samples as (SensorFrame, GroundTruth) pairs.
 
-    scenes: see `resolve_scenes` (None = all scenes). radar_sweeps / lidar_sweeps: how many
-    sample_data records each sensor contributes, following the `prev` chain from the keyframe.
+    scenes: see `resolve_scenes` (None = all scenes). lidar_sweeps: how many sample_data records
+    the LiDAR contributes, following the `prev` chain from the keyframe. Radar: the sweeps that
+    `radar_rule` (imkd_core.radar.SweepRule; default: its defaults with `radar_sweeps`) picks
+    from each radar's timeline of existing files around the CAM_FRONT stamp - the rule the ROS
+    node's assembler applies online, so training, offline evaluation and the node take the same
+    sweeps (the devkit's keyframe radar sweep, nearest the LiDAR time, in ~98 % of cases).
     image_reduction: JPEG DCT reduction (1, 2, 4, 8) for decoding; the caller picks it with
     `preprocess.jpeg_reduction(src_hw, model_image_size)` so the ROS node, decoding the same bytes
     the same way, sees identical pixels. Sweep files that do not exist are skipped and counted in
@@ -211,6 +215,7 @@ class NuScenesReader:
         image_reduction: int = 1,
         nusc: NuScenes | None = None,
         lidar_min_distance: float = 1.0,
+        radar_rule: SweepRule | None = None,
     ) -> None:
         if radar_sweeps < 1 or lidar_sweeps < 1:
             raise ValueError("radar_sweeps and lidar_sweeps must be >= 1")
@@ -219,7 +224,8 @@ class NuScenesReader:
         self.nusc = nusc if nusc is not None else load_nuscenes(str(dataroot), version)
         self.dataroot = self.nusc.dataroot
         self.version = self.nusc.version
-        self.radar_sweeps = int(radar_sweeps)
+        self.radar_rule = radar_rule if radar_rule is not None else SweepRule(sweeps=int(radar_sweeps))
+        self.radar_sweeps = int(self.radar_rule.sweeps)
         self.lidar_sweeps = int(lidar_sweeps)
         self.load_lidar = bool(load_lidar)
         self.image_reduction = int(image_reduction)
@@ -307,6 +313,39 @@ class NuScenesReader:
             else:
                 self._note_missing(path)
         return out
+
+    def _radar_sweeps(self, sample: dict, channel: str, ref_us: int) -> list[tuple[dict, str]]:
+        """(sample_data, path) of the sweeps `radar_rule` picks for a frame at ref_us: the rule
+        runs over the existing files of the radar's chain within [ref - max_age, ref + timeout]."""
+        token = sample["data"].get(channel)
+        if token is None:
+            return []
+        key = self._get("sample_data", token)
+        self._require(key, channel, sample["token"])
+        rule, t = self.radar_rule, ref_us * 1000
+        records = [key]
+        sd = key
+        while sd["prev"]:
+            sd = self._get("sample_data", sd["prev"])
+            if sd["timestamp"] * 1000 < t - rule.max_age_ns:
+                break
+            records.append(sd)
+        records.reverse()
+        sd = key
+        while sd["next"]:
+            sd = self._get("sample_data", sd["next"])
+            if sd["timestamp"] * 1000 > t + rule.timeout_ns:
+                break
+            records.append(sd)
+        existing = []
+        for sd in records:
+            path = self._path(sd)
+            if sd is key or osp.isfile(path):
+                existing.append((sd, path))
+            else:
+                self._note_missing(path)
+        chosen = rule.select([sd["timestamp"] * 1000 for sd, _ in existing], t)
+        return [existing[i] for i in chosen]
 
     def _reference(self, sample: dict) -> tuple[dict, np.ndarray]:
         """(CAM_FRONT sample_data, ego(ref) -> global)."""
@@ -411,7 +450,7 @@ class NuScenesReader:
     def _radar(self, sample: dict, global_to_ref: np.ndarray, ref_us: int) -> np.ndarray:
         chunks = [np.zeros((0, 7), dtype=np.float32)]
         for radar in RADARS:
-            for sd, path in self._sweeps(sample, radar, self.radar_sweeps):
+            for sd, path in self._radar_sweeps(sample, radar, ref_us):
                 points = read_radar_pcd(path)
                 sensor_to_ref = global_to_ref @ self._ego_pose(sd) @ self._sensor_pose(sd)
                 chunks.append(radar_features(points, sensor_to_ref, (ref_us - sd["timestamp"]) * 1e-6))
