@@ -751,3 +751,86 @@ class FramePlayer:
         msg, t_recv = self.client.wait_detections(raw.stamp, timeout)
         self.last_sent, self.last_received = t_sent, t_recv
         return msg_to_detections(msg), msg, t_recv - t_sent
+
+
+# ============================================================================ a bag through the assembler, no DDS
+def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int], *,
+                 triggers: Iterable[int] | None = None,
+                 params: Mapping[str, Any] | None = None) -> dict[int, SensorFrame]:
+    """{stamp: SensorFrame} the node's FrameAssembler builds from a bag's messages in bag order.
+
+    The node's own conversions and its parameters (defaults + `params`), decoding like the node
+    (JPEG reduction for the model's `image_size` (H, W)), holding an image until its CameraInfo;
+    `triggers`: the only CAM_FRONT stamps that start frames (the lock-step replay's keyframes;
+    None = all). Without DDS and threads this is the node's frame building with one fixed message
+    order: the reference the closed loop must reproduce, and a check of the shared sweep rule.
+    """
+    from rclpy.serialization import deserialize_message
+
+    from imkd_core.preprocess import jpeg_reduction
+    from imkd_ros import msgs as M
+    from imkd_ros.assembler import FrameAssembler
+    from imkd_ros.detector_node import assembler_config
+    from imkd_ros.replay import message_class, open_bag
+
+    p = {**default_params(), **(params or {})}
+    asm = FrameAssembler(assembler_config(p, radar_sweeps))
+    keys = {TOPICS[k]: k for k in [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]}
+    only = None if triggers is None else set(triggers)
+    infos: dict[str, Any] = {}
+    held: dict[str, Any] = {}
+    frames: dict[int, SensorFrame] = {}
+
+    def add_image(cam: str, msg: Any) -> None:
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if cam == "CAM_FRONT" and only is not None and stamp not in only:
+            return
+        info = infos.get(cam)
+        if info is None:
+            held[cam] = msg
+            return
+        rgb = M.msg_to_rgb(msg, jpeg_reduction((int(info.height), int(info.width)), tuple(image_size)))
+        asm.add_camera(cam, stamp, rgb, M.camera_info_to_K(info, image_hw=rgb.shape[:2]), msg.header.frame_id)
+
+    reader = open_bag(bag)
+    try:
+        conns = [c for c in reader.connections if c.topic in keys]
+        for conn, _, raw in reader.messages(connections=conns):
+            key = keys[conn.topic]
+            msg = deserialize_message(raw, message_class(conn.msgtype))
+            if key in ("tf", "tf_static"):
+                asm.add_transforms(M.tf_message_to_list(msg), static=key == "tf_static")
+            elif key.endswith("/camera_info"):
+                cam = key.split("/")[0]
+                infos[cam] = msg
+                if cam in held:
+                    add_image(cam, held.pop(cam))
+            elif key in CAMERAS:
+                add_image(key, msg)
+            else:
+                asm.add_radar(key, M.stamp_to_ns(msg.header.stamp), M.radar_points(msg), msg.header.frame_id)
+            frames.update((f.stamp, f) for f in asm.poll())
+    finally:
+        reader.close()
+    frames.update((f.stamp, f) for f in asm.poll(2**62))  # the end of the bag: every timeout passes
+    return frames
+
+
+def frame_differences(a: SensorFrame, b: SensorFrame, atol: float = 1e-5) -> list[str]:
+    """What differs between two SensorFrames of one stamp (empty: the same frame up to float
+    round-off of the pose maths): pixels, K, masks exactly; poses and radar rows within atol."""
+    out = []
+    if not np.array_equal(a.camera_mask, b.camera_mask):
+        out.append(f"camera_mask {a.camera_mask.tolist()} != {b.camera_mask.tolist()}")
+    if a.images.shape != b.images.shape or not np.array_equal(a.images, b.images):
+        out.append("images differ")
+    for name in ("intrinsics", "cam_to_ego", "ego_to_global"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x.shape != y.shape or not np.allclose(x, y, atol=atol, rtol=0):
+            out.append(f"{name} differ (max {np.abs(x - y).max() if x.shape == y.shape else 'shape'})")
+    if a.radar.shape != b.radar.shape:
+        out.append(f"radar {a.radar.shape} != {b.radar.shape} (dt {sorted(set(np.round(a.radar[:, 6], 3)))} vs "
+                   f"{sorted(set(np.round(b.radar[:, 6], 3)))})")
+    elif not np.allclose(a.radar, b.radar, atol=atol, rtol=1e-6):
+        out.append(f"radar rows differ (max {np.abs(a.radar - b.radar).max():.2e})")
+    return out
