@@ -212,7 +212,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(bag loop).", "> 0", _gt(0.0)),
     ParamSpec("stall_timeout", 0.5,
               "s of node-clock time without any input after which pending frames are completed by their "
-              "timeouts (end of a bag, sensors stopped).", "> 0", _gt(0.0)),
+              "timeouts (end of a bag, sensors stopped; run-time changeable: the lock-step replay holds it "
+              "long and shortens it after the bag's last message).", "(0, 3600]", lambda v: 0.0 < v <= 3600.0,
+              dynamic=True, float_range=(0.0, 3600.0)),
     ParamSpec("tf_cache_time", 10.0, "s of history kept per dynamic TF edge.", "> 0", _gt(0.0)),
     ParamSpec("tf_max_extrapolation", 0.05, "s a TF lookup may hold the nearest sample beyond its history.",
               ">= 0", _ge(0.0)),
@@ -560,14 +562,15 @@ class DetectorNode(Node):
             for c, (topic, info_topic) in enumerate(zip(p["image_topics"], p["camera_info_topics"])):
                 # CameraInfo first: when both are ready the executor serves it before the image
                 self.subs.append(self.create_subscription(
-                    CameraInfo, info_topic, lambda m, c=c: self._guard_cb(self._on_camera_info, c, m),
+                    CameraInfo, info_topic,
+                    lambda m, c=c, t=info_topic: self._guard_cb(self._on_camera_info, c, m, topic=t),
                     sensor_qos, callback_group=self.cam_groups[c]))
                 self.subs.append(self.create_subscription(
-                    image_type, topic, lambda m, c=c: self._guard_cb(self._on_image, c, m),
+                    image_type, topic, lambda m, c=c, t=topic: self._guard_cb(self._on_image, c, m, topic=t),
                     sensor_qos, callback_group=self.cam_groups[c]))
             for r, topic in enumerate(p["radar_topics"]):
                 self.subs.append(self.create_subscription(
-                    PointCloud2, topic, lambda m, r=r: self._guard_cb(self._on_radar, r, m),
+                    PointCloud2, topic, lambda m, r=r, t=topic: self._guard_cb(self._on_radar, r, m, topic=t),
                     sensor_qos, callback_group=self.radar_groups[r]))
         except (ValueError, TypeError, InvalidTopicNameException) as e:
             raise NodeConfigError(f"invalid topic name: {e}") from e
@@ -575,11 +578,10 @@ class DetectorNode(Node):
                             durability=DurabilityPolicy.VOLATILE)  # tf2_ros's dynamic listener QoS
         static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)  # tf2_ros's static listener QoS
-        self.subs.append(self.create_subscription(TFMessage, "/tf", lambda m: self._guard_cb(self._on_tf, False, m),
-                                                  tf_qos, callback_group=self.tf_group))
-        self.subs.append(self.create_subscription(TFMessage, "/tf_static",
-                                                  lambda m: self._guard_cb(self._on_tf, True, m), static_qos,
-                                                  callback_group=self.tf_group))
+        for static, topic, qos in ((False, "/tf", tf_qos), (True, "/tf_static", static_qos)):
+            self.subs.append(self.create_subscription(
+                TFMessage, topic, lambda m, s=static, t=topic: self._guard_cb(self._on_tf, s, m, topic=t), qos,
+                callback_group=self.tf_group))
         out_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.det_pub = self.create_publisher(Detection3DArray, "~/detections", out_qos)
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
@@ -641,14 +643,23 @@ class DetectorNode(Node):
         if skipped is not None:
             self.get_logger().warning(text)
 
-    def _guard_cb(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run a callback; anything unexpected is logged and counted, never raised into rclpy."""
+    def _guard_cb(self, fn: Callable[..., None], *args: Any, topic: str | None = None) -> None:
+        """Run a callback; anything unexpected is logged and counted, never raised into rclpy.
+
+        `topic`: the input counter ("count <topic>" in /diagnostics) rises when the message has
+        been fully handled (in the assembler, held or refused), so a replay tool that waits for
+        the counters knows the node's state includes every message it published.
+        """
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 - the node must survive any input
             self._count_bad("callback_errors", f"{type(e).__name__}: {e}")
             if self._throttle("traceback:" + type(e).__name__) is not None:
                 self.get_logger().error(traceback.format_exc())
+        finally:
+            if topic is not None:
+                with self._lock:
+                    self.input_counts[topic] += 1
 
     def _stamp_ok(self, stamp: int, what: str) -> bool:
         if stamp <= 0:
@@ -661,11 +672,10 @@ class DetectorNode(Node):
             return False
         return True
 
-    def _input(self, topic: str, stamp: int | None = None, count: bool = True) -> None:
-        """Note an input: its rate, the time of the newest input, the newest stamp."""
+    def _input(self, stamp: int | None = None) -> None:
+        """Note an input: the time of the newest input, the newest stamp."""
         now = self.get_clock().now().nanoseconds
         with self._lock:
-            self.input_counts[topic] += count
             self._last_input_mono = time.monotonic()
             self._last_input_clock = now
             if stamp is not None and (self._newest_stamp is None or stamp > self._newest_stamp):
@@ -704,8 +714,6 @@ class DetectorNode(Node):
     # ------------------------------------------------------------------ inputs
     def _on_camera_info(self, c: int, msg: CameraInfo) -> None:
         topic = self.p["camera_info_topics"][c]
-        with self._lock:
-            self.input_counts[topic] += 1
         try:
             M.camera_info_to_K(msg)
             if int(msg.width) <= 0 or int(msg.height) <= 0:
@@ -721,7 +729,7 @@ class DetectorNode(Node):
         self._latest_info[c] = msg
         held, self._held[c] = self._held[c], None
         if held is not None:
-            self._on_image(c, held, counted=True)
+            self._on_image(c, held, was_held=True)
 
     def _header_ok(self, msg: Any, topic: str) -> int | None:
         """The message's stamp in ns if its stamp and frame_id are usable, else None (counted)."""
@@ -733,10 +741,10 @@ class DetectorNode(Node):
             return None
         return stamp
 
-    def _on_image(self, c: int, msg: Any, counted: bool = False) -> None:
+    def _on_image(self, c: int, msg: Any, was_held: bool = False) -> None:
         topic = self.p["image_topics"][c]
-        if not counted:
-            self._input(topic)
+        if not was_held:
+            self._input()
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
@@ -776,7 +784,7 @@ class DetectorNode(Node):
 
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
-        self._input(topic)
+        self._input()
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
@@ -814,8 +822,6 @@ class DetectorNode(Node):
 
     def _on_tf(self, static: bool, msg: TFMessage) -> None:
         topic = "/tf_static" if static else "/tf"
-        with self._lock:
-            self.input_counts[topic] += 1
         try:
             items = M.tf_message_to_list(msg)
         except M.MessageError as e:
@@ -830,7 +836,7 @@ class DetectorNode(Node):
                                                     "or far-future stamp dropped")
             items = good
             if items:
-                self._input(topic, max(it[2] for it in items), count=False)
+                self._input(max(it[2] for it in items))
         if not items:
             return
         reset = self.assembler.add_transforms(items, static=static)
@@ -971,7 +977,9 @@ class DetectorNode(Node):
         # frames
         new_stats = {k: stats[k] - self._last_diag_stats.get(k, 0) for k in STAT_KEYS}
         self._last_diag_stats = stats
-        values = [_kv("frames_published", published), _kv("ros_clock_resets", clock_resets),
+        values = [_kv("frames_published", published),
+                  _kv("detections_subscribers", self.det_pub.get_subscription_count()),
+                  _kv("ros_clock_resets", clock_resets),
                   _kv("pending", self.assembler.pending)] + [_kv(k, stats[k]) for k in STAT_KEYS]
         drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid"))
         masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"]
