@@ -25,24 +25,34 @@ What it does (issue 7, item 3):
    object {"replay": {...}, "offline": {...}, "frames_expected", "frames_received", ...}.
 
 Pacing. Default: lock-step, so the closed loop is deterministic however slow or busy the CPU.
-Messages keep the bag's timing scaled by --rate, plus four rules:
+Messages keep the bag's timing scaled by --rate, plus these rules:
 (a) only keyframe CAM_FRONT images are published (the trigger camera; sweep images would start
     frames nobody scores, and the node's newest-frame-wins policy could then drop a keyframe);
 (b) before keyframe k+1's CAM_FRONT image, wait for keyframe k's detections (--frame-timeout);
-(c) barrier: before the first message stamped later than s_k + 0.09 s (just under the node's
-    0.1 s camera/radar sync timeouts, which run on input time = the newest stamp it has
-    processed), wait until the node's input counters (its /diagnostics, made 10 Hz here) show
-    every message published so far. The node serves its inputs in parallel callback groups, so
-    without this a lagging radar callback could let a later camera image time the frame out;
-(d) the first keyframe's CAM_FRONT image goes out at s_0 + 0.09 s, behind that barrier: the
-    node's assembler does not wait for a radar it has never heard from, so otherwise the first
-    frame would take only the radars whose first sweep happened to be processed before its
-    cameras completed (nuScenes radars fire up to ~75 ms after CAM_FRONT), unlike the offline
-    reader; with (d) frame 1 is built from complete inputs like every later one.
-The node also gets sensor_reliability:=reliable (lossless delivery from the reliable player).
-After the last message it waits for the last keyframe. --realtime: none of this, every message
-at --rate (what a robot sees; frames the node cannot keep up with are dropped and count as
-missing, i.e. empty predictions).
+    a frame the node reports published (its /diagnostics frames_published) that does not arrive
+    within 5 s is reported lost at once instead of waiting out the timeout;
+(c) barriers: the node serves its inputs in parallel callback groups and decides its sync
+    timeouts (camera/radar timeout after the trigger, TF timeout after the newest input a frame
+    needs) in input time, the newest stamp it has handled. So, from each keyframe's stamp s_k on,
+    the player stops before the first message stamped after each barrier point b and waits until
+    the node's input counters (/diagnostics "count <topic>", which rise once a message is fully
+    handled; 50 Hz here) show every message published so far. The points are s_k + the camera and
+    radar timeouts exactly, and every 0.8 x the smallest timeout up to the largest camera/radar
+    timeout + the TF timeout: then no timeout can fire because a callback lagged behind a
+    later-stamped message (per topic, callbacks run in order), and the node builds every frame from
+    exactly the inputs the offline reader uses. The timeouts are read from the node's parameters
+    (defaults, --params-file, --node-param).
+(d) the node's stall flush (stall_timeout: complete pending frames after no input for a while) is
+    held off (3600 s) during the replay, since a busy CPU could otherwise flush a frame before its
+    last inputs were published; after the bag's last message the player sets stall_timeout to
+    0.05 s through the node's parameter service, so the last keyframe completes at once.
+The node also gets sensor_reliability:=reliable with deep queues (lossless delivery from the
+reliable player). Before playing, the player waits until both directions of discovery are done
+(its reader matched the node's ~/detections writer, and the node's /diagnostics reports a
+matched reader), so the first frame's detections cannot be lost to discovery. After the last
+message it waits for the last keyframe. --realtime: none of this, every message at --rate (what
+a robot sees; frames the node cannot keep up with are dropped and count as missing, i.e. empty
+predictions).
 
 Outputs (--out DIR, default replay_eval_out): replay/ and offline/ (results_nusc.json and the
 devkit's metrics files), detections_replay.json / detections_offline.json (per-frame boxes in
@@ -79,12 +89,16 @@ __all__ = [
     "DetectionRecorder",
     "ReplayEvalError",
     "ReplayEvalReport",
+    "barrier_offsets_ns",
     "compare_detections",
     "evaluate_side_by_side",
     "main",
+    "node_sweep_rule",
+    "node_sync_timeouts",
     "offline_detections",
     "replay_closed_loop",
     "run_replay_eval",
+    "set_node_parameter",
 ]
 
 _NS = 1_000_000_000
@@ -227,6 +241,13 @@ class DetectorProcess:
         self.stop()
 
 
+def _int(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        return 0
+
+
 def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -274,6 +295,9 @@ class DetectionRecorder:
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.input_counts: dict[str, int] = {}
+        self.node_frames_published = 0
+        self.node_detection_readers = 0
+        self.lost_frames: list[int] = []  # stamps the node published that never arrived
         self.diagnostics_received = 0
         self.diag_subscription = node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
@@ -304,20 +328,28 @@ class DetectionRecorder:
             self.timing[stamp] = info
 
     def _on_diagnostics(self, msg: Any) -> None:
-        counts = {}
+        counts: dict[str, int] = {}
+        frames: dict[str, int] = {}
         for status in msg.status:
             if status.name.endswith(": inputs"):
                 for kv in status.values:
                     if kv.key.startswith("count "):
-                        try:
-                            counts[kv.key[6:]] = int(float(kv.value))
-                        except ValueError:
-                            pass
+                        counts[kv.key[6:]] = _int(kv.value)
+            elif status.name.endswith(": frames"):
+                frames = {kv.key: _int(kv.value) for kv in status.values
+                          if kv.key in ("frames_published", "detections_subscribers")}
         if counts:
             with self._cond:
                 self.input_counts = counts
+                self.node_frames_published = frames.get("frames_published", self.node_frames_published)
+                self.node_detection_readers = frames.get("detections_subscribers", self.node_detection_readers)
                 self.diagnostics_received += 1
                 self._cond.notify_all()
+
+    def matched(self) -> bool:
+        """Both directions of discovery done: our reader matched the node's writer and the node
+        reports (on /diagnostics) that its ~/detections writer matched a reader."""
+        return self.subscription.get_publisher_count() > 0 and self.node_detection_readers > 0
 
     def wait_for_diagnostics(self, timeout: float) -> bool:
         """Block until one more /diagnostics input count arrives (True) or timeout (False)."""
@@ -345,15 +377,26 @@ class DetectionRecorder:
                         raise ReplayEvalError(reason)
         return True
 
-    def wait_for(self, stamp: int, timeout: float, abort: Any = None) -> bool:
+    def wait_for(self, stamp: int, timeout: float, abort: Any = None, published: int | None = None,
+                 lost_after: float = 5.0) -> bool:
         """Block until detections stamped `stamp` arrived (True) or `timeout` s passed (False).
 
         abort() -> str | None is polled every 0.2 s; a message raises ReplayEvalError.
+        published: the node's frames_published count once it has published this frame; when its
+        /diagnostics report that many and the message is still missing `lost_after` s later, the
+        message is taken as lost (False, noted in `lost_frames`) without waiting out `timeout`.
         """
         deadline = time.monotonic() + timeout
+        seen_published: float | None = None
         with self._cond:
             while stamp not in self.frames:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if published is not None and seen_published is None and self.node_frames_published >= published:
+                    seen_published = now
+                if seen_published is not None and now - seen_published > lost_after:
+                    self.lost_frames.append(stamp)
+                    return False
+                left = deadline - now
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.2))
@@ -440,7 +483,6 @@ def replay_closed_loop(
     keyframes: Mapping[int, str] | None = None,
     frame_timeout: float = 60.0,
     startup_timeout: float = 180.0,
-    settle: float = 0.09,
     barrier_timeout: float = 10.0,
     log_path: str | Path | None = None,
     domain_id: int | None = None,
@@ -448,12 +490,8 @@ def replay_closed_loop(
 ) -> ClosedLoopResult:
     """Start the node, replay the bag through it and record its detections (see the module doc).
 
-    Lock-step protocol (per keyframe k at stamp s_k; `settle` just under the node's 0.1 s sync
-    timeouts): before the first message stamped after s_k + settle, a barrier waits until the
-    node's /diagnostics input counters show every message published so far (so its sync
-    timeouts, measured in input time, can never fire because a callback lagged); the first
-    keyframe's trigger is deferred to s_0 + settle, behind that barrier; before keyframe k+1's
-    trigger the player waits for keyframe k's detections.
+    Lock-step protocol: rules (a)-(d) of the module doc; the barrier points come from the
+    node's sync timeouts (`barrier_offsets_ns`).
     """
     import rclpy
     from rclpy.context import Context
@@ -475,13 +513,14 @@ def replay_closed_loop(
         raise ReplayEvalError(f"{bag} has no {trigger} (the node's trigger camera)")
     env = {} if domain_id is None else {"ROS_DOMAIN_ID": str(domain_id)}
     stamps = sorted(frames)
-    settle_ns = int(settle * _NS)
     params = dict(node_params or {})
     if lockstep:  # fast input counters for the barriers; lossless delivery from the (reliable) player
-        params.setdefault("diagnostics_period", 0.1)
+        params.setdefault("diagnostics_period", 0.02)
         params.setdefault("sensor_reliability", "reliable")
         params.setdefault("sensor_queue_depth", 1000)  # reliable + deep: the player may run ahead of decoding
-    state: dict[str, Any] = {"prev": None, "published": {}, "barrier_at": stamps[0] + settle_ns if lockstep else None,
+        params.setdefault("stall_timeout", 3600.0)     # (d): shortened after the last message
+    offsets = barrier_offsets_ns(node_sync_timeouts(params_file, params))
+    state: dict[str, Any] = {"prev": None, "published": {}, "due": [], "triggered": 0,
                              "barriers": 0, "barrier_timeouts": 0, "barrier_s": 0.0, "use_barriers": lockstep}
 
     context = Context()
@@ -517,42 +556,47 @@ def replay_closed_loop(
                     _log(f"no input counters on /diagnostics within {barrier_timeout} s: lock-step goes on without "
                          "barriers (results may depend on timing)")
                 else:
-                    _log(f"the node had not counted every input after {barrier_timeout} s (lost messages?)")
-            else:
-                time.sleep(0.02)  # counters rise as a callback starts: let it finish
+                    _log(f"the node had not handled every input after {barrier_timeout} s (lost messages?)")
             state["barrier_s"] += time.monotonic() - t0
 
+        def wait_prev() -> None:
+            if state["prev"] is not None and not recorder.wait_for(state["prev"], frame_timeout, abort,
+                                                                   published=state["triggered"]):
+                why = "lost on the way (the node published it)" if state["prev"] in recorder.lost_frames \
+                    else f"none within {frame_timeout} s"
+                _log(f"no detections for keyframe {state['prev']}: {why}; going on")
+
         def before_publish(topic: str, stamp: int) -> bool:
-            first = topic == trigger and stamp == stamps[0]
-            due = state["barrier_at"]
-            if state["use_barriers"] and due is not None and (stamp > due or first):
+            due = state["due"]
+            if state["use_barriers"] and due and stamp > due[0]:
                 barrier()
-                state["barrier_at"] = None
+                while due and due[0] < stamp:
+                    due.pop(0)
             if topic != trigger:
                 return True
             if stamp not in frames:
                 return not lockstep  # lock-step: only keyframes trigger the node
-            if lockstep and state["prev"] is not None:
-                if not recorder.wait_for(state["prev"], frame_timeout, abort):
-                    _log(f"no detections for keyframe {state['prev']} within {frame_timeout} s; going on")
-            if lockstep and not first:
-                state["barrier_at"] = stamp + settle_ns
+            if lockstep:
+                wait_prev()
+                state["due"] = [stamp + off for off in offsets]
+            state["triggered"] += 1
             state["prev"] = stamp
             state["published"][stamp] = time.monotonic()
             if bar is not None:
                 bar.update()
             return True
 
-        defer = {(trigger, stamps[0]): stamps[0] + settle_ns} if lockstep else None
-        player = BagPlayer(bag, node, rate=rate, topics=inputs, before_publish=before_publish, defer=defer)
-        _wait_for_node(player, node, inputs, startup_timeout, abort)
+        player = BagPlayer(bag, node, rate=rate, topics=inputs, before_publish=before_publish)
+        _wait_for_node(player, node, recorder, inputs, startup_timeout, abort)
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(frames), desc="closed loop", unit="keyframe", file=sys.stderr, leave=False)
         stats = player.run()
         if lockstep and state["prev"] is not None:
-            recorder.wait_for(state["prev"], frame_timeout, abort)
+            if not set_node_parameter(node, "stall_timeout", 0.05):  # (d): the bag ended, flush now
+                _log("could not shorten the node's stall_timeout: the last keyframe waits for it")
+            wait_prev()
         else:
             recorder.wait_quiet(quiet=2.0, timeout=frame_timeout)
         if bar is not None:
@@ -603,8 +647,10 @@ def _spin(executor: Any, context: Any) -> None:
             raise
 
 
-def _wait_for_node(player: BagPlayer, node: Any, inputs: Sequence[str], timeout: float, abort: Any) -> None:
-    """Until the node subscribes to every input topic and publishes DETECTIONS_TOPIC."""
+def _wait_for_node(player: BagPlayer, node: Any, recorder: DetectionRecorder, inputs: Sequence[str],
+                   timeout: float, abort: Any) -> None:
+    """Until the node subscribes to every input topic and its ~/detections writer and our reader
+    have matched each other (the node's side from its /diagnostics)."""
     deadline = time.monotonic() + timeout
     needed = [t for t in inputs if t != "/tf_static"]
     while True:
@@ -612,15 +658,84 @@ def _wait_for_node(player: BagPlayer, node: Any, inputs: Sequence[str], timeout:
         if reason:
             raise ReplayEvalError(reason)
         missing = player.wait_for_subscribers(needed, timeout=0.0)
-        has_output = node.count_publishers(DETECTIONS_TOPIC) > 0
-        if not missing and has_output:
-            break
+        matched = recorder.matched()
+        if not missing and matched:
+            return
         if time.monotonic() > deadline:
             raise ReplayEvalError(f"the detector node did not come up within {timeout} s (not subscribed to "
-                                  f"{missing[:4]}{'...' if len(missing) > 4 else ''}; publishing "
-                                  f"{DETECTIONS_TOPIC}: {has_output})")
-        time.sleep(0.1)
-    time.sleep(0.5)  # let the other direction of discovery (the node's view of us) settle
+                                  f"{missing[:4]}{'...' if len(missing) > 4 else ''}; {DETECTIONS_TOPIC} matched "
+                                  f"both ways: {matched})")
+        time.sleep(0.05)
+
+
+SYNC_TIMEOUTS: tuple[str, ...] = ("camera_timeout", "radar_timeout", "tf_timeout")
+
+
+def node_param_values(params_file: str | Path | None, params: Mapping[str, Any],
+                      names: Sequence[str]) -> dict[str, Any]:
+    """Parameters `names` of the node as it will run: its defaults, then a params file (any node
+    key), then -p overrides - the order rcl applies them."""
+    import yaml
+
+    from imkd_ros.detector_node import PARAMS
+
+    values = {p.name: p.default for p in PARAMS if p.name in names}
+    if params_file is not None:
+        doc = yaml.safe_load(Path(params_file).read_text()) or {}
+        for section in doc.values() if isinstance(doc, dict) else ():
+            ros = section.get("ros__parameters", {}) if isinstance(section, dict) else {}
+            values.update({k: ros[k] for k in names if k in ros})
+    values.update({k: params[k] for k in names if k in params})
+    return values
+
+
+def node_sync_timeouts(params_file: str | Path | None, params: Mapping[str, Any]) -> dict[str, float]:
+    """The node's camera/radar/TF sync timeouts (s)."""
+    return {k: float(v) for k, v in node_param_values(params_file, params, SYNC_TIMEOUTS).items()}
+
+
+def node_sweep_rule(params_file: str | Path | None, params: Mapping[str, Any], radar_sweeps: int) -> Any:
+    """The radar SweepRule the node will apply (its radar_* parameters; radar_sweeps 0 = the model's
+    `radar_sweeps`), for the offline reader of the side-by-side evaluation."""
+    from imkd_core.radar import SweepRule
+
+    v = node_param_values(params_file, params, ("radar_sweeps", "radar_mode", "radar_tolerance", "radar_timeout",
+                                                "radar_max_gap", "radar_max_age"))
+    ns = {k: int(round(float(v[k]) * _NS)) for k in v if k not in ("radar_mode", "radar_sweeps")}
+    return SweepRule(sweeps=int(v["radar_sweeps"]) or int(radar_sweeps), mode=str(v["radar_mode"]),
+                     tolerance_ns=ns["radar_tolerance"], timeout_ns=ns["radar_timeout"],
+                     max_gap_ns=ns["radar_max_gap"], max_age_ns=ns["radar_max_age"])
+
+
+def barrier_offsets_ns(timeouts: Mapping[str, float]) -> list[int]:
+    """Barrier points after a keyframe's stamp (ns), rule (c) of the module doc: the camera and
+    radar timeouts exactly, and every 0.8 x the smallest timeout up to max(camera, radar) + TF."""
+    cam, radar, tf = (int(round(timeouts[k] * _NS)) for k in SYNC_TIMEOUTS)
+    step = max(1, int(0.8 * min(cam, radar, tf)))
+    horizon = max(cam, radar) + tf
+    points = {cam, radar} | set(range(step, horizon + step, step))
+    return sorted(p for p in points if p > 0)
+
+
+def set_node_parameter(node: Any, name: str, value: float, timeout: float = 10.0) -> bool:
+    """Set one double parameter of the detector node through its parameter service (True: accepted)."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.create_client(SetParameters, f"/{NODE_NAME}/set_parameters")
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            return False
+        req = SetParameters.Request(parameters=[Parameter(
+            name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value)))])
+        future = client.call_async(req)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout) or future.result() is None:
+            return False
+        return all(r.successful for r in future.result().results)
+    finally:
+        node.destroy_client(client)
 
 
 def _log(text: str) -> None:
@@ -640,16 +755,17 @@ def _source_hw(nusc: Any, tokens: Sequence[str]) -> tuple[int, int]:
     return 900, 1600
 
 
-def make_reader(nusc: Any, tokens: Sequence[str], config: Any) -> Any:
+def make_reader(nusc: Any, tokens: Sequence[str], config: Any, radar_rule: Any = None) -> Any:
     """NuScenesReader over the scenes of `tokens`, decoding like the node (JPEG reduction from the
-    model's input size) with the model's radar sweeps, no LiDAR."""
+    model's input size), radar sweeps by `radar_rule` (default: SweepRule defaults with the model's
+    sweep count, as the node's default parameters), no LiDAR."""
     from imkd_core.data.nuscenes import NuScenesReader
     from imkd_core.preprocess import jpeg_reduction
 
     scenes = sorted({nusc.get("scene", nusc.get("sample", t)["scene_token"])["name"] for t in tokens})
     reduction = jpeg_reduction(_source_hw(nusc, tokens), tuple(config.data.image_size))
     return NuScenesReader(nusc.dataroot, nusc.version, scenes=scenes, radar_sweeps=int(config.data.radar_sweeps),
-                          load_lidar=False, image_reduction=reduction, nusc=nusc)
+                          load_lidar=False, image_reduction=reduction, nusc=nusc, radar_rule=radar_rule)
 
 
 def offline_detections(reader: Any, tokens: Sequence[str], checkpoint: str | Path, device: str = "cpu",
@@ -752,15 +868,18 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def evaluate_side_by_side(nusc: Any, closed: ClosedLoopResult, checkpoint: str | Path, out_dir: Path,
                           offline: bool = True, device: str = "cpu", limits: DetectionLimits | None = None,
-                          progress: bool = True,
+                          progress: bool = True, params_file: str | Path | None = None,
+                          node_params: Mapping[str, Any] | None = None,
                           ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Detections] | None, Any]:
-    """(replay metrics, offline metrics or None, offline detections or None, reader) on the bag's keyframes."""
+    """(replay metrics, offline metrics or None, offline detections or None, reader) on the bag's
+    keyframes; the offline reader takes radar sweeps by the node's rule (params_file/node_params)."""
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
 
     tokens = list(closed.keyframes.values())
     config = IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"])
-    reader = make_reader(nusc, tokens, config)
+    rule = node_sweep_rule(params_file, node_params or {}, int(config.data.radar_sweeps))
+    reader = make_reader(nusc, tokens, config, radar_rule=rule)
     m_replay = evaluate_detections(nusc, reader, tokens, closed.detections, out_dir / "replay")
     if not offline:
         return m_replay, None, None, reader
@@ -852,6 +971,7 @@ def run_replay_eval(
         _log(f"the node published no detections for the bag's keyframes; its last output:\n"
              f"{_tail(out / 'node.log')}")
     m_replay, m_off, dets_off, ds_reader = evaluate_side_by_side(nusc, closed, checkpoint, out, offline=offline,
+                                                                 params_file=params_file, node_params=params,
                                                                  device=device, limits=limits, progress=progress)
     write_json(out / "detections_replay.json", detections_json(closed.detections, frames))
     write_json(out / "node_frames.json", closed.node_frames)

@@ -46,8 +46,10 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         assert last[key] == saved[key]
         assert all(v is None or 0.0 <= v <= 10.0 for v in last[key].values())
     assert last["frames_received"] == last["frames_expected"] == saved["keyframes"] >= 10
-    assert abs(last["replay"]["NDS"] - last["offline"]["NDS"]) <= 0.005
-    assert abs(last["replay"]["mAP"] - last["offline"]["mAP"]) <= 0.005
+    # the node builds each frame exactly as the offline reader does: the same boxes, the same metrics
+    agreement = json.loads((out / "eval" / "replay_eval.json").read_text())["detections_agreement"]
+    assert agreement["frames_identical"] == saved["keyframes"], agreement
+    assert last["max_metric_abs_diff"] <= 1e-4, last
     if SHIPPED.is_file():  # the shipped student really detects (deterministic run; random weights give ~0)
         assert last["replay"]["mAP"] > 0.1 and last["offline"]["mAP"] > 0.1, last
     text = (out / "metrics.md").read_text()
