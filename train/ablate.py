@@ -47,8 +47,8 @@ RUNS: tuple[tuple[str, str, str | None], ...] = (
     ("teacher", "teacher", None),
     ("student_nokd", "student", "none"),
     ("student_l1", "student", "l1"),
-    ("student_l1_l2", "student", "l1,l2"),
-    ("student_full", "student", "l1,l2,l3"),
+    ("student_l1_l2", "student", "l1,l2,resp"),   # L2 with its response term (the issue's L2)
+    ("student_full", "student", "l1,l2,l3,resp"),
 )
 LABELS = {"teacher": "LiDAR teacher", "student_nokd": "student, no KD", "student_l1": "student + L1",
           "student_l1_l2": "student + L1 + L2", "student_full": "student + L1 + L2 + L3 (full)"}
@@ -245,8 +245,9 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
     lines += ["Exact commands of the runs:", ""]
     for r in rows:
         lines += [f"- {r['name']}: `{r.get('command', '')}`"]
-    lines += ["", "The optional response term (`resp`, teacher heatmaps as soft targets) is off in every row; "
-              "`--extra` can pass other train.py options to all runs.", "",
+    lines += ["", "L2 rows include L2's response term (`resp`, teacher heatmaps as soft targets of the student "
+              "head); KD weights are the config's defaults (imkd_core/config.py DistillConfig, balanced by "
+              "gradient norm: train/kd_gradients.py). `--extra` can pass other train.py options to all runs.", "",
               "Every number above is what these commands printed; none was edited. Students start from the "
               "same initialisation (same seed) and see the same batches; the only difference is the "
               "distillation terms. Small synthetic validation sets make differences of a few NDS points noisy.",
