@@ -247,6 +247,7 @@ class DistillConfig:
     l2: bool = True          # LiDAR -> fused, selective intensity-guided distillation
     l3: bool = True          # intensity guidance of the fusion (BCE of I_hat vs I_L)
     resp: bool = True        # teacher heatmaps as soft targets of the student head
+    init: bool = True        # student BEV encoder + head start from the teacher's, A_M = identity
     # Weights balance gradient norms on the student's parameters (train/kd_gradients.py, tiny,
     # the trained no-KD student, 3 synthetic batches): det 46, L1 7.2, L2 32, resp 0.55, L3 0.34
     # at weight 1. L2 at 1 pulled as hard as the detection loss and cost 0.03 NDS; the response
@@ -268,7 +269,12 @@ class DistillConfig:
 
     @property
     def any_enabled(self) -> bool:
-        return self.l1 or self.l2 or self.l3 or self.resp
+        return self.l1 or self.l2 or self.l3 or self.resp or self.init
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Every term but L3 (whose I_L can come from the batch's LiDAR) needs the teacher."""
+        return self.l1 or self.l2 or self.resp or self.init
 
 
 @dataclass

@@ -126,3 +126,28 @@ def test_student_terms_vanish_when_adapted_features_match(kd_setup) -> None:
     w2 = torch.ones_like(h_gt)
     assert float(kd.l2_fused_distill(f_l, f_l, w2)) == 0.0
     assert float(kd.l2_fused_distill(student.adapter_m(out["F_M"]), f_l, w2)) > 0
+
+
+@torch.no_grad()
+def test_init_inherits_teacher_bev_encoder_and_head() -> None:
+    """'init': the student's BEV encoder and head become the teacher's, A_M the identity, so the
+    student's head on F_L reproduces the teacher's heatmaps; nothing else changes."""
+    cfg = tiny()
+    torch.manual_seed(0)
+    teacher = Teacher(cfg).freeze()
+    torch.manual_seed(1)
+    student = Student(cfg).eval()
+    backbone_before = {k: v.clone() for k, v in student.backbone.state_dict().items()}
+    f_l = torch.randn(1, cfg.model.bev_channels, *cfg.grid.shape)
+    t_heads = teacher.head(teacher.bev_encoder(f_l))
+    assert not torch.allclose(student.heads(student.bev_encode(f_l))[0]["hm"], t_heads[0]["hm"])
+    student.inherit_from(teacher)
+    for mine, theirs in ((student.bev_encoder, teacher.bev_encoder), (student.head, teacher.head)):
+        for (k, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items()):
+            assert torch.equal(a, b), k
+    torch.testing.assert_close(student.adapter_m(f_l), f_l)
+    s_heads = student.heads(student.bev_encode(f_l))
+    for s, t in zip(s_heads, t_heads):
+        torch.testing.assert_close(s["hm"], t["hm"], rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(v, student.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert any(p.requires_grad for p in student.head.parameters())   # still trainable

@@ -43,7 +43,7 @@ def common_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return ["--model", "student", "--config", micro_config_yaml(tmp_path_factory), "--dataroot", root,
             "--version", VERSION, "--train-scenes", "synth-train-*", "--val-scenes", "synth-val-*",
             "--val-limit", "2", "--val-every", "2", "--teacher", random_teacher_checkpoint(tmp_path_factory),
-            "--kd", "l1,l2,l3,resp", "--max-steps", str(TOTAL_STEPS), "--batch-size", "2", "--lr", "5e-3",
+            "--kd", "l1,l2,l3,resp,init", "--max-steps", str(TOTAL_STEPS), "--batch-size", "2", "--lr", "5e-3",
             "--warmup-steps", "2", "--num-workers", "0", "--threads", "1", "--seed", "7", "--ckpt-every", "1",
             "--no-progress"]
 

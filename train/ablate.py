@@ -5,11 +5,12 @@
         --train-scenes 'synth-train-*' --val-scenes 'synth-val-*' --config tiny \
         --steps 300 --batch-size 4 --seed 0 --time-budget-min 13 --out runs/ablation
 
-Trains the LiDAR teacher once, then the camera + radar student four ways: no KD, +L1, +L1+L2,
-+L1+L2+L3 (full), each from the same initialisation (same seed) on the same data for the same
-number of optimiser steps, distilled from the same frozen teacher (its best.pt by val NDS). Every
-run is `train/train.py` in a subprocess (the exact command is recorded), validated with the devkit
-metrics on the val scenes at the end of the run.
+Trains the LiDAR teacher once, then the camera + radar student five ways: no KD, +L1, +L1+L2,
++L1+L2+L3 (full), and the teacher initialisation alone (the L2 level's `init`), each from the
+same initialisation (same seed) on the same data for the same number of optimiser steps,
+distilled from the same frozen teacher (its best.pt by val NDS). Every run is `train/train.py` in
+a subprocess (the exact command is recorded), validated with the devkit metrics on the val scenes
+at the end of the run.
 
 Budget: --steps fixes the LR schedule and the work of every run (reproducible); --time-budget-min
 is a safety cap per run (training time; a run that hits it stops cleanly, checkpoints, validates,
@@ -47,11 +48,14 @@ RUNS: tuple[tuple[str, str, str | None], ...] = (
     ("teacher", "teacher", None),
     ("student_nokd", "student", "none"),
     ("student_l1", "student", "l1"),
-    ("student_l1_l2", "student", "l1,l2,resp"),   # L2 with its response term (the issue's L2)
-    ("student_full", "student", "l1,l2,l3,resp"),
+    # the LiDAR -> fused level: L2 with its response term and the teacher-initialised BEV encoder + head
+    ("student_l1_l2", "student", "l1,l2,resp,init"),
+    ("student_full", "student", "l1,l2,l3,resp,init"),
+    ("student_init", "student", "init"),          # isolates the initialisation from the loss terms
 )
 LABELS = {"teacher": "LiDAR teacher", "student_nokd": "student, no KD", "student_l1": "student + L1",
-          "student_l1_l2": "student + L1 + L2", "student_full": "student + L1 + L2 + L3 (full)"}
+          "student_l1_l2": "student + L1 + L2", "student_full": "student + L1 + L2 + L3 (full)",
+          "student_init": "student + teacher init only"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -233,7 +237,7 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
     if base and base.get("NDS") is not None:
         lines += ["Change against the no-KD student (positive NDS/mAP = better; the error metrics are "
                   "better when lower):", ""]
-        for name in ("student_l1", "student_l1_l2", "student_full"):
+        for name in ("student_l1", "student_l1_l2", "student_full", "student_init"):
             m = by.get(name)
             if m and m.get("NDS") is not None:
                 lines.append(f"- {LABELS[name]}: NDS {m['NDS'] - base['NDS']:+.4f}, mAP {m['mAP'] - base['mAP']:+.4f}")
@@ -245,9 +249,12 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
     lines += ["Exact commands of the runs:", ""]
     for r in rows:
         lines += [f"- {r['name']}: `{r.get('command', '')}`"]
-    lines += ["", "L2 rows include L2's response term (`resp`, teacher heatmaps as soft targets of the student "
-              "head); KD weights are the config's defaults (imkd_core/config.py DistillConfig, balanced by "
-              "gradient norm: train/kd_gradients.py). `--extra` can pass other train.py options to all runs.", "",
+    lines += ["", "The L2 rows are the LiDAR -> fused level: L2, its response term (`resp`, teacher heatmaps as "
+              "soft targets of the student head) and `init` (the student's BEV encoder and head start from the "
+              "teacher's, A_M = identity); `student_init` has the initialisation alone, to show how much of the "
+              "gain is the loss terms and how much the start. KD weights are the config's defaults "
+              "(imkd_core/config.py DistillConfig, balanced by gradient norm: train/kd_gradients.py). "
+              "`--extra` can pass other train.py options to all runs.", "",
               "Every number above is what these commands printed; none was edited. Students start from the "
               "same initialisation (same seed) and see the same batches; the only difference is the "
               "distillation terms. Small synthetic validation sets make differences of a few NDS points noisy.",

@@ -63,7 +63,7 @@ from imkd_core.config import ConfigError, IMKDConfig, get_config  # noqa: E402
 from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
 from imkd_core.preprocess import collate  # noqa: E402
 
-KD_TERMS = ("l1", "l2", "l3", "resp")
+KD_TERMS = ("l1", "l2", "l3", "resp", "init")
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 SLIM_KEYS = ("kind", "config", "model")
@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", default="tiny", help="preset (tiny, paper_r50_256x704) or a YAML file")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.backbone_width=0.5 (value parsed as YAML; repeatable)")
-    g.add_argument("--teacher", help="frozen teacher checkpoint (student with KD terms l1/l2/resp)")
+    g.add_argument("--teacher", help="frozen teacher checkpoint (student with KD terms l1/l2/resp/init)")
     g.add_argument("--kd", default=None,
-                   help="distillation terms of the student: comma list of l1,l2,l3,resp, or 'none' "
+                   help="distillation terms of the student: comma list of l1,l2,l3,resp,init, or 'none' "
                         "(default: the config's distill section)")
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", help="nuScenes-format dataroot")
@@ -679,7 +679,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     cfg = build_config(args)
     dc = cfg.distill
-    needs_teacher = args.model == "student" and (dc.l1 or dc.l2 or dc.resp)
+    needs_teacher = args.model == "student" and dc.needs_teacher
     if needs_teacher and not args.teacher:
         raise SystemExit(f"--model student with KD terms {[t for t in KD_TERMS if getattr(dc, t)]} needs "
                          "--teacher CKPT (or --kd none / --kd l3)")
@@ -717,6 +717,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         model.adapter_m.requires_grad_(dc.l2)
         if needs_teacher:
             teacher = load_teacher(args.teacher, cfg, device)
+            if dc.init:  # before the optimiser exists; a resume overwrites it with its own weights
+                model.inherit_from(teacher)
         elif args.teacher and env.is_main:
             print(f"note: --teacher {args.teacher} unused: no enabled KD term needs it", file=sys.stderr)
     model.to(device)

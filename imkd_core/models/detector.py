@@ -135,6 +135,17 @@ class Student(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.stage_clock: Callable[[], float] = time.perf_counter  # clock of forward(timings=...)
 
+    @torch.no_grad()
+    def inherit_from(self, teacher: Teacher) -> None:
+        """KD by initialisation ('init'): start the BEV encoder and head from the trained
+        teacher's (same architecture on the same grid) and make A_M the identity, so that L2
+        pulls F_M itself towards F_L, the input those inherited layers were trained on."""
+        self.bev_encoder.load_state_dict(teacher.bev_encoder.state_dict())
+        self.head.load_state_dict(teacher.head.state_dict())
+        c = self.adapter_m.weight.shape[0]
+        self.adapter_m.weight.copy_(torch.eye(c, dtype=self.adapter_m.weight.dtype).view(c, c, 1, 1))
+        self.adapter_m.bias.zero_()
+
     # ------------------------------------------------------------------ stages
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N, 3, H, W) -> neck features (B*N, C, H/16, W/16)."""
@@ -234,7 +245,7 @@ class Student(nn.Module):
         det = sum(losses.values())
         losses["det"] = det
         total = det
-        if (dc.l1 or dc.l2 or dc.resp) and teacher_out is None:
+        if (dc.l1 or dc.l2 or dc.resp) and teacher_out is None:  # 'init' acts before training
             raise ValueError("distillation terms l1/l2/resp are enabled but no teacher_out was given "
                              "(pass Teacher.forward(batch) or switch them off in DistillConfig)")
         i_l = None
