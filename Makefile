@@ -19,6 +19,7 @@ demo: setup
 
 bench: setup
 	$(PY) train/bench_model.py --config tiny
+	$(PY) train/bench_reader.py
 	$(PY) train/bench_node.py
 	$(PY) train/bench_converter.py
 
