@@ -256,8 +256,9 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
               "(imkd_core/config.py DistillConfig, balanced by gradient norm: train/kd_gradients.py). "
               "`--extra` can pass other train.py options to all runs.", "",
               "Every number above is what these commands printed; none was edited. Students start from the "
-              "same initialisation (same seed) and see the same batches; the only difference is the "
-              "distillation terms. Small synthetic validation sets make differences of a few NDS points noisy.",
+              "same initialisation (same seed; `init` rows then replace the BEV encoder and head by the "
+              "teacher's) and see the same batches; the only difference is the distillation terms. Small "
+              "synthetic validation sets make differences of a few NDS points noisy.",
               ""]
     atomic_write_text(Path(args.md), "\n".join(lines))
     return doc
