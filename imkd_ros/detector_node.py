@@ -903,7 +903,7 @@ class DetectorNode(Node):
         base = self.p["base_frame"]
         t0 = time.perf_counter()
         try:
-            self.det_pub.publish(M.detections_to_msg(det, base, frame.stamp))
+            self.det_pub.publish(M.detections_to_cdr(det, base, frame.stamp))  # serialised: ~10x cheaper
             published = time.monotonic()
             t1 = time.perf_counter()
             if self.marker_pub.get_subscription_count():  # after the detections: RViz only

@@ -430,6 +430,27 @@ def test_detection3darray_round_trip_through_cdr() -> None:
     assert len(empty) == 0 and empty.stamp == 3
 
 
+@pytest.mark.parametrize("frame_id", ["", "a", "ego", "base_link", "base_link_x"])  # every string alignment
+@pytest.mark.parametrize("velocity_in_id", [True, False])
+def test_detections_to_cdr_equals_rclpy_serialisation(frame_id: str, velocity_in_id: bool) -> None:
+    """The node's direct CDR writer gives the message detections_to_msg builds, as rclpy reads it
+    (padding bytes are not compared: rclpy leaves them uninitialised)."""
+    rng = np.random.default_rng(len(frame_id))
+    for n in (0, 1, 4, 37):
+        boxes = (rng.normal(size=(n, 9)) * 10).astype(np.float32)
+        det = Detections(boxes, rng.random(n), rng.integers(0, len(CLASSES), n), stamp=int(rng.integers(1, 2**60)))
+        ref = M.detections_to_msg(det, frame_id, velocity_in_id=velocity_in_id)
+        wire = M.detections_to_cdr(det, frame_id, velocity_in_id=velocity_in_id)
+        assert deserialize_message(wire, Detection3DArray) == ref
+        assert len(wire) == len(serialize_message(ref))
+    assert M.msg_to_detections(deserialize_message(M.detections_to_cdr(sample_detections(), "x", 7),
+                                                   Detection3DArray)).stamp == 7
+    bad = sample_detections()
+    bad.boxes[0, 0] = np.nan
+    with pytest.raises(M.MessageError, match="NaN"):
+        M.detections_to_cdr(bad)
+
+
 def test_detection3darray_best_hypothesis_and_errors() -> None:
     msg = M.detections_to_msg(sample_detections())
     truck = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id="truck", score=0.99))
