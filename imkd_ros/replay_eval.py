@@ -614,9 +614,14 @@ def replay_closed_loop(
         if player is not None:
             player.close()
         result.node_exit_code = detector.stop()
-        node.destroy_node()
+        # stop the spin thread before destroying what it waits on: destroying the node under a
+        # running spin_once is a use-after-free in rclpy (an intermittent SIGSEGV of make demo)
         rclpy.try_shutdown(context=context)
         spin.join(timeout=5.0)
+        try:
+            node.destroy_node()
+        except Exception:  # noqa: BLE001 - the context is already shut down; nothing left to free
+            pass
     with recorder._cond:
         received = dict(recorder.frames)
         arrival = dict(recorder.arrival)
