@@ -268,10 +268,6 @@ class DistillConfig:
             raise ConfigError(f"distill.tau must be > 0, got {self.tau}")
 
     @property
-    def any_enabled(self) -> bool:
-        return self.l1 or self.l2 or self.l3 or self.resp or self.init
-
-    @property
     def needs_teacher(self) -> bool:
         """Every term but L3 (whose I_L can come from the batch's LiDAR) needs the teacher."""
         return self.l1 or self.l2 or self.resp or self.init

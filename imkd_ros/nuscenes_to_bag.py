@@ -116,6 +116,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
+from imkd_ros.cdr import CDR_HEADER, detection_array_cdr
 
 # ----------------------------------------------------------------------------------------------
 # Names: topics, types, frames
@@ -844,20 +845,20 @@ def markers_msg(ts: Any, stamp_ns: int, boxes: np.ndarray, class_names: Sequence
 
 
 # ----------------------------------------------------------------------------------------------
-# Fast CDR for the ground-truth arrays (byte-identical to rosbags' serialiser, ~10x faster)
+# Fast CDR for the ground-truth markers (byte-identical to rosbags' serialiser, ~10x faster;
+# the Detection3DArray writer is imkd_ros.cdr, shared with the node)
 # ----------------------------------------------------------------------------------------------
 
 _STRUCT_CODES = {"bool": "?", "byte": "B", "octet": "B", "char": "B", "uint8": "B", "int8": "b", "int16": "h",
                  "uint16": "H", "int32": "i", "uint32": "I", "int64": "q", "uint64": "Q", "float32": "f",
                  "float64": "d"}
-CDR_HEADER = b"\x00\x01\x00\x00"  # little-endian CDR encapsulation
 
 
 class CdrPacker:
     """One message shape (its string and sequence lengths as in `template`) compiled into a
     single struct format, for a message starting at payload offset = `phase` (mod 8).
-    pack(updates) returns its CDR bytes with the numeric/string leaves in `updates` replaced
-    (paths as "header.stamp.sec", "points[1].x"; strings must keep their compiled length)."""
+    pack_at(indices(paths), values) returns its CDR bytes with those numeric/string leaves
+    replaced (paths as "header.stamp.sec", "points[1].x"; strings must keep their compiled length)."""
 
     def __init__(self, ts: Any, typename: str, template: Any, phase: int) -> None:
         fmt: list[str] = []
@@ -921,11 +922,6 @@ class CdrPacker:
         self.struct = struct.Struct("<" + "".join(fmt))
         self.end_phase = pos % 8
 
-    def pack(self, updates: dict[str, Any]) -> bytes:
-        """CDR bytes with the leaves named in `updates` replaced (str values are encoded)."""
-        items = [(p, v.encode() + b"\0" if isinstance(v, str) else v) for p, v in updates.items()]
-        return self.pack_at(self.indices(tuple(p for p, _ in items)), [v for _, v in items])
-
     def indices(self, paths: tuple[str, ...]) -> tuple[int, ...]:
         """Value slots of `paths` (cached), for pack_at."""
         cache = self.__dict__.setdefault("_indices", {})
@@ -952,53 +948,17 @@ def _packer(ts: Any, typename: str, key: tuple, phase: int, template: Any) -> Cd
     return _PACKERS[k][0]
 
 
-def _stamp_updates(prefix: str, stamp_ns: int) -> dict[str, int]:
-    return {prefix + "sec": int(stamp_ns // 1_000_000_000), prefix + "nanosec": int(stamp_ns % 1_000_000_000)}
-
-
 def _seq_start(parts: list[bytes], pos: int, n: int) -> int:
     k = -pos % 4
     parts.append(b"\0" * k + struct.pack("<I", n))
     return pos + k + 4
 
 
-_DET_PATHS = ("header.stamp.sec", "header.stamp.nanosec", "results[0].hypothesis.class_id",
-              "results[0].hypothesis.score", "results[0].pose.pose.position.x", "results[0].pose.pose.position.y",
-              "results[0].pose.pose.position.z", "results[0].pose.pose.orientation.z",
-              "results[0].pose.pose.orientation.w", "bbox.center.position.x", "bbox.center.position.y",
-              "bbox.center.position.z", "bbox.center.orientation.z", "bbox.center.orientation.w",
-              "bbox.size.x", "bbox.size.y", "bbox.size.z", "id")
 _CUBE_PATHS = ("header.stamp.sec", "header.stamp.nanosec", "id", "pose.position.x", "pose.position.y",
                "pose.position.z", "pose.orientation.z", "pose.orientation.w", "scale.x", "scale.y", "scale.z",
                "color.r", "color.g", "color.b", "color.a")
 _ARROW_PATHS = ("header.stamp.sec", "header.stamp.nanosec", "id", "points[0].x", "points[0].y", "points[0].z",
                 "points[1].x", "points[1].y", "points[1].z", "color.r", "color.g", "color.b", "color.a")
-
-
-def detection_array_cdr(ts: Any, stamp_ns: int, boxes: np.ndarray, class_names: Sequence[str],
-                        scores: Sequence[float] | None = None, ids: Sequence[str] | None = None,
-                        frame_id: str = BASE_FRAME) -> bytes:
-    """CDR bytes of detection_array_msg(...) (same arguments), without building messages."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 9)
-    scores = [1.0] * len(boxes) if scores is None else [float(x) for x in scores]
-    ids = [""] * len(boxes) if ids is None else [str(i) for i in ids]
-    fid = len(frame_id.encode())
-    head = _packer(ts, "std_msgs/msg/Header", (fid,), 0, lambda: _header(ts, 0, frame_id))
-    parts = [CDR_HEADER, head.pack(_stamp_updates("stamp.", stamp_ns))]
-    pos = _seq_start(parts, len(parts[1]), len(boxes))
-    sec, nsec = int(stamp_ns // 1_000_000_000), int(stamp_ns % 1_000_000_000)
-    for i, (x, y, z, l, w, h, yaw, _, _) in enumerate(boxes.tolist()):
-        name = str(class_names[i]).encode() + b"\0"
-        did = ids[i].encode() + b"\0"
-        p = _packer(ts, "vision_msgs/msg/Detection3D", (fid, len(name), len(did)), pos % 8,
-                    lambda i=i: detection_array_msg(ts, 0, boxes[i:i + 1], [str(class_names[i])], ids=[ids[i]],
-                                                    frame_id=frame_id).detections[0])
-        qz, qw = math.sin(yaw / 2), math.cos(yaw / 2)
-        blob = p.pack_at(p.indices(_DET_PATHS), (sec, nsec, name, scores[i], x, y, z, qz, qw, x, y, z, qz, qw,
-                                                 l, w, h, did))
-        parts.append(blob)
-        pos += len(blob)
-    return b"".join(parts)
 
 
 def markers_cdr(ts: Any, stamp_ns: int, boxes: np.ndarray, class_names: Sequence[str],
@@ -1367,7 +1327,7 @@ def _write_bag(nusc: Any, plan: ScenePlan, bag_path: Path, options: ConvertOptio
             elif ev.kind == _GT:
                 sample_token, ref = ev.ref
                 boxes, names, ids = sample_ground_truth(nusc, sample_token, ref)
-                dets = detection_array_cdr(ts, ev.stamp, boxes, names, ids=ids)
+                dets = detection_array_cdr(ev.stamp, boxes, names, ids=ids)
                 marks = markers_cdr(ts, ev.stamp, boxes, names)
                 if not gt_checked:  # the fast encoders against rosbags' serialiser, once per bag
                     slow_dets = ts.serialize_cdr(detection_array_msg(ts, ev.stamp, boxes, names, ids=ids),

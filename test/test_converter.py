@@ -477,7 +477,7 @@ def test_fast_serialisers_match_rosbags(bag, nusc, scene_records):
         ref = sample["data"]["CAM_FRONT"]
         stamp = nusc.get("sample_data", ref)["timestamp"] * 1000
         boxes, names, ids = n2b.sample_ground_truth(nusc, sample["token"], ref)
-        assert n2b.detection_array_cdr(ts, stamp, boxes, names, ids=ids) == \
+        assert n2b.detection_array_cdr(stamp, boxes, names, ids=ids) == \
             bytes(ser(n2b.detection_array_msg(ts, stamp, boxes, names, ids=ids), n2b.DETECTIONS_TYPE))
         assert n2b.markers_cdr(ts, stamp, boxes, names) == bytes(ser(n2b.markers_msg(ts, stamp, boxes, names),
                                                                      n2b.MARKERS_TYPE))
