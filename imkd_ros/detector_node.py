@@ -70,6 +70,7 @@ from imkd_core.frame import CAMERAS, RADARS, SensorFrame
 from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_core.weights import DEMO_CHECKPOINT  # shipped demo model: used when `checkpoint` is empty
 from imkd_ros import msgs as M
+from imkd_ros import rclpy_compat
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
 from imkd_ros.nuscenes_to_bag import TOPICS
 from imkd_ros.tf_buffer import TfBuffer, TransformError
@@ -463,7 +464,7 @@ class DetectorNode(Node):
             self._warmup()
         self._started = time.monotonic()
         self._create_interfaces()
-        self.add_pre_set_parameters_callback(self._pre_set_parameters)
+        rclpy_compat.pre_set_parameters_callback(self, self._pre_set_parameters)  # Iron+ API or fallback
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(self.p["max_clock_jump_back"]

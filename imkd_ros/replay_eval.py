@@ -349,7 +349,9 @@ class DetectionRecorder:
     def matched(self) -> bool:
         """Both directions of discovery done: our reader matched the node's writer and the node
         reports (on /diagnostics) that its ~/detections writer matched a reader."""
-        return self.subscription.get_publisher_count() > 0 and self.node_detection_readers > 0
+        from imkd_ros.rclpy_compat import publisher_count
+
+        return publisher_count(self.node, self.subscription) > 0 and self.node_detection_readers > 0
 
     def wait_for_diagnostics(self, timeout: float) -> bool:
         """Block until one more /diagnostics input count arrives (True) or timeout (False)."""

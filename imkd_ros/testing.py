@@ -52,6 +52,7 @@ from imkd_core.frame import CAMERAS, CLASSES, RADARS, Detections, SensorFrame
 from imkd_core.radar import RADAR_PCD_FIELDS, RADAR_PCD_SIZES, RADAR_PCD_TYPES, radar_features
 from imkd_ros.detector_node import NODE_NAME, default_params, default_params_file
 from imkd_ros.nuscenes_to_bag import BASE_FRAME, MAP_FRAME, ODOM_FRAME, TOPICS, sensor_frame
+from imkd_ros.rclpy_compat import publisher_count
 
 NS = 1_000_000_000
 # Node parameters the harness needs on top of config/detector.yaml (see the module docstring).
@@ -564,7 +565,7 @@ class DetectorClient:
         deadline = time.monotonic() + timeout
         while True:
             if all(pub.get_subscription_count() > 0 for key, pub in self.pubs.items() if key != "tf_static") and \
-                    self.det_sub.get_publisher_count() > 0:
+                    publisher_count(self.node, self.det_sub) > 0:
                 time.sleep(0.2)  # let the remaining endpoint matches settle
                 return
             if proc is not None and not proc.alive():
@@ -677,30 +678,33 @@ class DetectorClient:
             self.wait_until(lambda n=n: len(self.received.diagnostics) != n, max(0.0, deadline - time.monotonic()))
         return self.diagnostics_values()
 
+    def _call_service(self, srv_type: Any, name: str, request: Any, timeout: float) -> Any:
+        """One call of the node's service `name` (plain clients: Humble has no AsyncParameterClient)."""
+        client = self.node.create_client(srv_type, f"/{self.node_name}/{name}")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service /{self.node_name}/{name} not available")
+            fut = client.call_async(request)
+            if not self.wait_until(fut.done, timeout) or fut.result() is None:
+                raise TimeoutError(f"/{self.node_name}/{name} did not answer")
+            return fut.result()
+        finally:
+            self.node.destroy_client(client)
+
     def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0) -> list[Any]:
         """Set node parameters through its parameter services -> SetParametersResult per value."""
+        from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
-        from rclpy.parameter_client import AsyncParameterClient
 
-        client = AsyncParameterClient(self.node, f"/{self.node_name}")
-        if not client.wait_for_services(timeout_sec=timeout):
-            raise TimeoutError("parameter services of the node not available")
-        fut = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
-        if not self.wait_until(fut.done, timeout):
-            raise TimeoutError("set_parameters did not answer")
-        return list(fut.result().results)
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self._call_service(SetParameters, "set_parameters", req, timeout).results)
 
     def get_parameters(self, names: Sequence[str], timeout: float = 10.0) -> dict[str, Any]:
+        from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
-        from rclpy.parameter_client import AsyncParameterClient
 
-        client = AsyncParameterClient(self.node, f"/{self.node_name}")
-        if not client.wait_for_services(timeout_sec=timeout):
-            raise TimeoutError("parameter services of the node not available")
-        fut = client.get_parameters(list(names))
-        if not self.wait_until(fut.done, timeout):
-            raise TimeoutError("get_parameters did not answer")
-        return {n: parameter_value_to_python(v) for n, v in zip(names, fut.result().values)}
+        res = self._call_service(GetParameters, "get_parameters", GetParameters.Request(names=list(names)), timeout)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
 
     def close(self) -> None:
         import rclpy
