@@ -15,7 +15,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 demo: setup
-	$(PY) -m imkd_ros.demo --out demo_out
+	$(PY) -m imkd_ros.demo --checkpoint imkd_core/weights/imkd_tiny_demo.pt --out demo_out
 
 bench: setup
 	$(PY) train/bench_model.py --config tiny

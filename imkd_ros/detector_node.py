@@ -68,9 +68,9 @@ from visualization_msgs.msg import MarkerArray
 
 from imkd_core.frame import CAMERAS, RADARS, SensorFrame
 from imkd_core.radar import RADAR_PCD_FIELDS
-from imkd_core.weights import DEMO_CHECKPOINT  # shipped demo model: used when `checkpoint` is empty
+from imkd_core.weights import DEMO_CHECKPOINT  # named in the message when `checkpoint` is empty
 from imkd_ros import msgs as M
-from imkd_ros import rclpy_compat
+from imkd_ros import param_files, rclpy_compat
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
 from imkd_ros.nuscenes_to_bag import TOPICS
 from imkd_ros.tf_buffer import TfBuffer, TransformError
@@ -105,6 +105,12 @@ BAD_KINDS: tuple[str, ...] = (
     "inference_errors",     # the predictor raised on a built frame
     "parameter_rejected",   # run-time parameter changes refused
 )
+
+
+# Largest magnitude of a double parameter: seconds become int64 nanoseconds (and .inf is refused).
+MAX_DOUBLE = 1e6
+# Shortest diagnostics_period: a timer this fast still leaves the core to the node's real work.
+MIN_PERIOD = 0.05
 
 
 class NodeConfigError(RuntimeError):
@@ -228,8 +234,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "> 0", _gt(0.0)),
     # ---- model
     ParamSpec("checkpoint", "",
-              f"Student checkpoint (.pt, imkd_core.checkpoint format); '' = the shipped demo checkpoint "
-              f"imkd_core/weights/{DEMO_CHECKPOINT.name}.", "an existing file", None),
+              "Student checkpoint (.pt, imkd_core.checkpoint format). Required: the node does not start without "
+              f"one. The bundled imkd_core/weights/{DEMO_CHECKPOINT.name} is trained on synthetic data only; pass "
+              "it explicitly to try the pipeline, never on a vehicle.", "an existing file (required)", None),
     ParamSpec("model_config", "",
               "Model config: '' = the checkpoint's own, else a preset name (tiny, paper_r50_256x704) or a YAML "
               "path; must fit the checkpoint's weights.", "", None),
@@ -244,7 +251,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     # ---- outputs
     ParamSpec("marker_lifetime", 0.5, "s RViz keeps a box marker without a newer frame (run-time changeable).",
               "[0, 3600]", lambda v: 0.0 <= v <= 3600.0, dynamic=True, float_range=(0.0, 3600.0)),
-    ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", "> 0", _gt(0.0)),
+    ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", f"[{MIN_PERIOD}, 3600]",
+              lambda v: MIN_PERIOD <= v <= 3600.0),
     ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (0 = 8).", ">= 0", _ge(0)),
 )
 PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -283,6 +291,11 @@ def validate_params(params: Mapping[str, Any]) -> list[str]:
             errors.append(f"{spec.name} = {v!r}: expected a {_type_name(spec.default)} (like {spec.default!r})")
             bad.add(spec.name)
             continue
+        floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] if isinstance(v, list) else []
+        if not all(math.isfinite(x) and abs(x) <= MAX_DOUBLE for x in floats):
+            errors.append(f"{spec.name} = {v!r}: must be finite (|v| <= {MAX_DOUBLE:g})")
+            bad.add(spec.name)
+            continue
         try:
             ok = spec.check is None or bool(spec.check(v))
         except (TypeError, ValueError):
@@ -304,9 +317,17 @@ def validate_params(params: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+class MissingCheckpoint(NodeConfigError):
+    """`checkpoint` is empty: there is no silent default model."""
+
+
 def resolve_checkpoint(value: str) -> Path:
-    """The checkpoint parameter -> a path ('' = the shipped demo checkpoint)."""
-    return DEMO_CHECKPOINT if not value.strip() else Path(os.path.expanduser(value.strip()))
+    """The checkpoint parameter -> a path; MissingCheckpoint when it is empty."""
+    if not value.strip():
+        raise MissingCheckpoint(
+            "checkpoint is required (pass checkpoint:=/path/to/student.pt); the bundled demo checkpoint "
+            f"{DEMO_CHECKPOINT} is trained on synthetic data only: pass it explicitly to try the pipeline")
+    return Path(os.path.expanduser(value.strip()))
 
 
 def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig:
@@ -416,11 +437,9 @@ class DetectorNode(Node):
         super().__init__(NODE_NAME, **node_kwargs)
         self.p = self._declare_parameters()
         errors = validate_params(self.p)
-        ckpt = resolve_checkpoint(self.p["checkpoint"])
+        ckpt = resolve_checkpoint(self.p["checkpoint"])  # MissingCheckpoint: one line, exit 2
         if not errors and not ckpt.is_file():
-            errors.append(f"checkpoint = {self.p['checkpoint']!r}: file not found: {ckpt}"
-                          + (" (the demo checkpoint is not installed; pass checkpoint:=/path/to/student.pt)"
-                             if not self.p["checkpoint"].strip() else ""))
+            errors.append(f"checkpoint = {self.p['checkpoint']!r}: file not found: {ckpt}")
         if errors:
             raise NodeConfigError("invalid parameters:\n  - " + "\n  - ".join(errors))
 
@@ -1065,13 +1084,26 @@ def _with_default_params_file(argv: Sequence[str]) -> list[str]:
 def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
     argv = _with_default_params_file(list(sys.argv if args is None else args))
-    rclpy.init(args=argv)
+    log = get_logger(NODE_NAME)
+    checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS,
+                                     param_files.check_value_against(default_params(), validate_params))
+    for w in checked.warnings:
+        log.warning(w)
+    if checked.errors:
+        for e in checked.errors:
+            log.fatal(f"cannot start: {e}")
+        return 2
+    try:
+        rclpy.init(args=argv)
+    except Exception as e:  # noqa: BLE001 - rcl's RCLError for arguments it cannot parse: one line, no traceback
+        log.fatal(f"cannot start: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return 2
     node: DetectorNode | None = None
     try:
         try:
             node = DetectorNode()
-        except NodeConfigError as e:
-            get_logger(NODE_NAME).fatal(f"cannot start: {e}")
+        except (NodeConfigError, ParameterException) as e:  # ParameterException: e.g. use_sim_time's type
+            log.fatal(f"cannot start: {e}")
             return 2
         threads = int(node.p["executor_threads"]) or 8
         executor = MultiThreadedExecutor(num_threads=threads)

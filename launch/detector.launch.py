@@ -1,13 +1,15 @@
 """Start the IMKD detector node with config/detector.yaml.
 
-    ros2 launch imkd_ros detector.launch.py
+    ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt
     ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt device:=cuda use_sim_time:=true
-    ros2 launch imkd_ros detector.launch.py namespace:=perception \\
+    ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt namespace:=perception \\
         cam_front_image:=/my_car/front/image/compressed radar_front_points:=/my_car/radar_front
 
-Arguments (all optional; an empty value leaves the params file's setting alone):
+Arguments (an empty value leaves the params file's setting alone):
   params_file      node parameters (default: <share>/imkd_ros/config/detector.yaml)
-  checkpoint       student checkpoint (.pt); default: the params file's ('' = the demo checkpoint)
+  checkpoint       student checkpoint (.pt), required unless the params file sets one; the bundled
+                   imkd_core/weights/imkd_tiny_demo.pt is synthetic-only: pass it explicitly to try
+                   the pipeline
   device           auto | cpu | cuda | cuda:N
   use_sim_time     true when replaying a bag with --clock
   namespace        namespace of the node (its outputs become /<ns>/imkd_detector/...)
@@ -73,7 +75,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE),
                                                                                  *PARAMS_FILE]),
                               description="node parameters (YAML)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="student checkpoint; '' = params file"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="student checkpoint (required unless the params file sets one)"),
         DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N; '' = params file"),
         DeclareLaunchArgument("use_sim_time", default_value="", description="true with `ros2 bag play --clock`"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),

@@ -32,7 +32,7 @@ def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "demo_out"
     if SHIPPED.is_file():
-        proc = _demo(out)
+        proc = _demo(out, "--checkpoint", str(SHIPPED))  # as `make demo`: the model is named explicitly
     else:
         missing = _demo(tmp_path / "no_ckpt")
         assert missing.returncode == 1
