@@ -1,4 +1,5 @@
-"""The IMKD detector node: 6 cameras + 5 radars + TF in, vision_msgs/Detection3DArray out.
+"""The IMKD detector node: 6 cameras + 5 radars + TF in, vision_msgs/Detection3DArray out
+(+ ~/detection_attributes: velocity, score and class per box, index-aligned; imkd_ros.msgs).
 
     imkd-detector [--ros-args --params-file my.yaml -p checkpoint:=student.pt -p device:=cuda]
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt        (real ROS installs)
@@ -496,7 +497,8 @@ class DetectorNode(Node):
         self.get_logger().info(
             f"ready: model {model_cfg.name!r} ({model_cfg.data.image_size[0]}x{model_cfg.data.image_size[1]}) "
             f"from {ckpt} on {self.predictor.device}; {n} {self.p['image_transport']} cameras, {len(RADARS)} radars "
-            f"x {self.radar_sweeps} sweeps; publishing {self.det_pub.topic_name}, {self.marker_pub.topic_name}, "
+            f"x {self.radar_sweeps} sweeps; publishing {self.det_pub.topic_name}, {self.attr_pub.topic_name}, "
+            f"{self.marker_pub.topic_name}, "
             f"{self.timing_pub.topic_name}, /diagnostics")
 
     # ------------------------------------------------------------------ start-up
@@ -604,6 +606,7 @@ class DetectorNode(Node):
                 callback_group=self.tf_group))
         out_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.det_pub = self.create_publisher(Detection3DArray, "~/detections", out_qos)
+        self.attr_pub = self.create_publisher(PointCloud2, "~/detection_attributes", out_qos)  # index-aligned
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
         self.timing_pub = self.create_publisher(String, "~/timing", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
@@ -925,6 +928,7 @@ class DetectorNode(Node):
         try:
             self.det_pub.publish(M.detections_to_cdr(det, base, frame.stamp))  # serialised: ~10x cheaper
             published = time.monotonic()
+            self.attr_pub.publish(M.detections_to_attributes(det, base, frame.stamp))  # velocity, score, label
             t1 = time.perf_counter()
             if self.marker_pub.get_subscription_count():  # after the detections: RViz only
                 self.marker_pub.publish(M.detections_to_markers(det, base, frame.stamp,

@@ -64,7 +64,8 @@ __all__ = [
     "camera_info_to_K", "K_to_camera_info",
     "quaternion_to_matrix", "matrix_to_quaternion", "yaw_to_quaternion", "quaternion_to_yaw",
     "transform_to_matrix", "matrix_to_transform", "tf_message_to_list", "transforms_to_tf_message",
-    "detections_to_msg", "msg_to_detections", "detections_to_markers", "box_corners", "CLASS_COLORS",
+    "detections_to_msg", "detections_to_cdr", "detections_to_attributes", "attributes_to_array", "ATTRIBUTE_DTYPE",
+    "detection_ids", "msg_to_detections", "detections_to_markers", "box_corners", "CLASS_COLORS",
 ]
 
 _NS = 1_000_000_000
@@ -591,18 +592,20 @@ def transforms_to_tf_message(items: Iterable[tuple[str, str, int, np.ndarray]]) 
 
 
 # ============================================================================ detections
-def _velocity_id(vx: float, vy: float) -> str:
-    return f"v={vx:.9g},{vy:.9g}"
+# The companion of a Detection3DArray (vision_msgs 4.x has no velocity field): a PointCloud2 with
+# one point per Detection3D, in the same order and with the same header, whose fields carry what
+# the boxes cannot: `id` (= int(Detection3D.id), the index in the frame), box centre x, y, z (so a
+# consumer can check the alignment and RViz can show it), vx, vy (m/s in the header frame), score
+# and label (index in imkd_core.frame.CLASSES). Standard type, self-describing field names, no
+# extra interface package; read it with sensor_msgs_py.point_cloud2.read_points or
+# attributes_to_array.
+ATTRIBUTE_DTYPE = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("vx", "<f8"), ("vy", "<f8"),
+                            ("score", "<f8"), ("id", "<u4"), ("label", "<u4")])
 
 
-def _parse_velocity_id(s: str) -> tuple[float, float]:
-    if not s.startswith("v="):
-        return 0.0, 0.0
-    try:
-        vx, vy = (float(v) for v in s[2:].split(","))
-    except ValueError as e:
-        raise MessageError(f"Detection3D.id {s!r} is not 'v=<vx>,<vy>'") from e
-    return vx, vy
+def detection_ids(n: int) -> list[str]:
+    """Detection3D.id of a frame's n boxes: their index, stable within the frame ("0", "1", ...)."""
+    return [str(i) for i in range(n)]
 
 
 def _pose(b: list[float], q: list[float]) -> Pose:
@@ -619,54 +622,80 @@ def _checked_boxes(det: Detections) -> tuple[np.ndarray, np.ndarray]:
     return boxes, labels
 
 
-def detections_to_msg(det: Detections, frame_id: str = "base_link", stamp_ns: int | None = None, *,
-                      velocity_in_id: bool = True) -> Detection3DArray:
+def detections_to_msg(det: Detections, frame_id: str = "base_link", stamp_ns: int | None = None) -> Detection3DArray:
     """Detections -> vision_msgs/Detection3DArray (REP-103, metres, one hypothesis per box).
 
     class_id = nuScenes class name, score, bbox centre = results[0].pose.pose = box centre with
-    yaw as a quaternion about +z, bbox size = (l, w, h) along the box's x (heading), y, z axes.
-    vision_msgs 4.x has no velocity field: with `velocity_in_id` (default) the box velocity in
-    the header frame is written to Detection3D.id as "v=<vx>,<vy>" (m/s), which this untracked
-    detector otherwise leaves empty, so msg_to_detections (the closed-loop evaluator) recovers it.
+    yaw as a quaternion about +z, bbox size = (l, w, h) along the box's x (heading), y, z axes,
+    id = the box's index in the frame (detection_ids). Velocity travels on the companion
+    PointCloud2 (detections_to_attributes).
     """
     boxes, labels = _checked_boxes(det)
     stamp = det.stamp if stamp_ns is None else stamp_ns
     q = yaw_to_quaternion(boxes[:, 6]).tolist()
     out = Detection3DArray(header=make_header(stamp, frame_id))
     dets = []
-    for b, qi, score, label in zip(boxes.tolist(), q, det.scores.tolist(), labels.tolist(), strict=True):
+    for b, qi, score, label, i in zip(boxes.tolist(), q, det.scores.tolist(), labels.tolist(),
+                                      detection_ids(len(boxes)), strict=True):
         hyp = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=CLASSES[label], score=score),
                                        pose=PoseWithCovariance(pose=_pose(b, qi)))
         dets.append(Detection3D(header=make_header(stamp, frame_id), results=[hyp],
                                 bbox=BoundingBox3D(center=_pose(b, qi), size=Vector3(x=b[3], y=b[4], z=b[5])),
-                                id=_velocity_id(b[7], b[8]) if velocity_in_id else ""))
+                                id=i))
     out.detections = dets
     return out
 
 
-def detections_to_cdr(det: Detections, frame_id: str = "base_link", stamp_ns: int | None = None, *,
-                      velocity_in_id: bool = True) -> bytes:
+def detections_to_cdr(det: Detections, frame_id: str = "base_link", stamp_ns: int | None = None) -> bytes:
     """detections_to_msg(...) already serialised (CDR; `Publisher.publish` accepts bytes), written
     by imkd_ros.cdr without building 14 message objects per box (the node's latency path)."""
     boxes, labels = _checked_boxes(det)
     stamp = det.stamp if stamp_ns is None else stamp_ns
     ns_to_stamp(stamp)  # the same range check as the message path
-    ids = [_velocity_id(vx, vy) for vx, vy in boxes[:, 7:9].tolist()] if velocity_in_id else None
-    return detection_array_cdr(stamp, boxes, [CLASSES[i] for i in labels.tolist()], det.scores.tolist(), ids,
-                               str(frame_id))
+    return detection_array_cdr(stamp, boxes, [CLASSES[i] for i in labels.tolist()], det.scores.tolist(),
+                               detection_ids(len(boxes)), str(frame_id))
 
 
-def msg_to_detections(msg: Any) -> Detections:
-    """vision_msgs/Detection3DArray -> Detections (inverse of detections_to_msg, for evaluation).
+def detections_to_attributes(det: Detections, frame_id: str = "base_link", stamp_ns: int | None = None) -> PointCloud2:
+    """The companion PointCloud2 of detections_to_msg(det, ...): one ATTRIBUTE_DTYPE point per box,
+    same order, same header (one message, vectorised)."""
+    boxes, labels = _checked_boxes(det)
+    stamp = det.stamp if stamp_ns is None else stamp_ns
+    pts = np.zeros(len(boxes), ATTRIBUTE_DTYPE)
+    for name, col in (("x", 0), ("y", 1), ("z", 2), ("vx", 7), ("vy", 8)):
+        pts[name] = boxes[:, col]
+    pts["score"] = np.asarray(det.scores, np.float64)
+    pts["id"] = np.arange(len(boxes))
+    pts["label"] = labels
+    return array_to_pointcloud2(pts, stamp, frame_id, is_bigendian=False, is_dense=True)
+
+
+def attributes_to_array(msg: Any) -> np.ndarray:
+    """A companion PointCloud2 -> ATTRIBUTE_DTYPE array (MessageError when a field is missing)."""
+    arr = pointcloud2_to_array(msg)
+    missing = [n for n in ATTRIBUTE_DTYPE.names if n not in (arr.dtype.names or ())]
+    if missing:
+        raise MessageError(f"detection attributes lack fields {missing}; have {list(arr.dtype.names or ())}")
+    out = np.zeros(arr.shape, ATTRIBUTE_DTYPE)
+    for n in ATTRIBUTE_DTYPE.names:
+        out[n] = arr[n]
+    return out
+
+
+def msg_to_detections(msg: Any, attributes: Any = None) -> Detections:
+    """vision_msgs/Detection3DArray (+ its companion PointCloud2) -> Detections (inverse of
+    detections_to_msg + detections_to_attributes, for evaluation).
 
     Per detection the highest-scoring hypothesis gives class and score; the box comes from bbox
-    (centre, size, yaw of the orientation); velocity from an id "v=<vx>,<vy>", else 0. Unknown
-    class names or detections without hypotheses raise MessageError.
+    (centre, size, yaw of the orientation); velocity from `attributes` (matched by header stamp,
+    count and id), else 0. Unknown class names, detections without hypotheses or attributes that
+    do not belong to `msg` raise MessageError.
     """
     rows: list[list[float]] = []
     quats: list[list[float]] = []
     scores: list[float] = []
     labels: list[int] = []
+    ids: list[str] = []
     index = {c: i for i, c in enumerate(CLASSES)}
     for k, d in enumerate(msg.detections):
         if not d.results:
@@ -676,16 +705,29 @@ def msg_to_detections(msg: Any) -> Detections:
         if name not in index:
             raise MessageError(f"detection {k}: class_id {name!r} is not a nuScenes class {CLASSES}")
         c, s, o = d.bbox.center.position, d.bbox.size, d.bbox.center.orientation
-        vx, vy = _parse_velocity_id(str(d.id))
-        rows.append([c.x, c.y, c.z, s.x, s.y, s.z, 0.0, vx, vy])
+        rows.append([c.x, c.y, c.z, s.x, s.y, s.z, 0.0, 0.0, 0.0])
         quats.append([o.x, o.y, o.z, o.w])
         scores.append(best.hypothesis.score)
         labels.append(index[name])
+        ids.append(str(d.id))
+    stamp = stamp_to_ns(msg.header.stamp)
+    if not rows and attributes is None:
+        return Detections.empty(stamp=stamp)
+    boxes = np.array(rows, dtype=np.float64).reshape(-1, 9)
+    if rows:
+        boxes[:, 6] = quaternion_to_yaw(np.array(quats))
+    if attributes is not None:
+        if stamp_to_ns(attributes.header.stamp) != stamp:
+            raise MessageError(f"detection attributes stamped {stamp_to_ns(attributes.header.stamp)}, "
+                               f"detections {stamp}")
+        attr = attributes_to_array(attributes)
+        if len(attr) != len(rows) or [str(i) for i in attr["id"].tolist()] != ids:
+            raise MessageError(f"detection attributes ({len(attr)} points) are not aligned with the {len(rows)} "
+                               "detections by id")
+        boxes[:, 7], boxes[:, 8] = attr["vx"], attr["vy"]
     if not rows:
-        return Detections.empty(stamp=stamp_to_ns(msg.header.stamp))
-    boxes = np.array(rows, dtype=np.float64)
-    boxes[:, 6] = quaternion_to_yaw(np.array(quats))
-    return Detections(boxes, np.array(scores), np.array(labels), stamp=stamp_to_ns(msg.header.stamp))
+        return Detections.empty(stamp=stamp)
+    return Detections(boxes, np.array(scores), np.array(labels), stamp=stamp)
 
 
 # One RGB colour per nuScenes class (CLASSES order), roughly the devkit's rendering palette.

@@ -9,7 +9,7 @@ What it does (issue 7, item 3):
    (or --domain-id), and waits until it subscribes to the bag's sensor topics;
 2. replays the bag's node inputs (cameras, camera_info, radars, /tf, /tf_static; not /odom,
    LiDAR or ground truth) with imkd_ros.replay.BagPlayer and records `/imkd_detector/detections`
-   (vision_msgs/Detection3DArray -> imkd_ros.msgs.msg_to_detections, velocity from Detection3D.id);
+   (vision_msgs/Detection3DArray + its ~/detection_attributes -> imkd_ros.msgs.msg_to_detections);
 3. matches detections to the bag's keyframes by stamp: the converter stamps ground truth and
    keyframes with the keyframe's CAM_FRONT time (= SensorFrame.stamp = the node's output stamp)
    and stores {stamp: sample token} in the bag's custom_data `imkd.keyframes`; a bag without it
@@ -270,7 +270,8 @@ def parse_node_param(text: str) -> tuple[str, str]:
 
 
 class DetectionRecorder:
-    """Subscribes to the node's Detection3DArray output and keeps {header stamp: Detections}."""
+    """Subscribes to the node's Detection3DArray output and its companion ~/detection_attributes
+    (velocities) and keeps {header stamp: Detections} once both of a frame have arrived."""
 
     def __init__(self, node: Any, topic: str = DETECTIONS_TOPIC, depth: int = 1000) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -285,6 +286,11 @@ class DetectionRecorder:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
         self.subscription = node.create_subscription(Detection3DArray, topic, self._on_msg, qos)
+        from sensor_msgs.msg import PointCloud2
+
+        self._halves: dict[int, dict[str, Any]] = {}  # stamp -> {"det": msg, "attr": msg} until both came
+        attr_topic = topic.rsplit("/", 1)[0] + "/detection_attributes"
+        self.attr_subscription = node.create_subscription(PointCloud2, attr_topic, self._on_attributes, qos)
         # the node's per-frame facts (cameras, radar points, timings; JSON on ~/timing), kept by stamp
         from std_msgs.msg import String
 
@@ -302,14 +308,25 @@ class DetectionRecorder:
         self.diag_subscription = node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_msg(self, msg: Any) -> None:
+        self._half("det", msg)
+
+    def _on_attributes(self, msg: Any) -> None:
+        self._half("attr", msg)
+
+    def _half(self, kind: str, msg: Any) -> None:
         from imkd_ros.msgs import MessageError, msg_to_detections, stamp_to_ns
 
         now = time.monotonic()
+        stamp = stamp_to_ns(msg.header.stamp)
+        with self._cond:
+            halves = self._halves.setdefault(stamp, {})
+            halves[kind] = msg
+            if len(halves) < 2:
+                return
+            del self._halves[stamp]
         try:
-            det = msg_to_detections(msg)
-            stamp = det.stamp
+            det = msg_to_detections(halves["det"], halves["attr"])
         except MessageError as exc:
-            stamp = stamp_to_ns(msg.header.stamp)
             self.errors.append(f"{stamp}: {exc}")
             det = Detections.empty(stamp)
         with self._cond:

@@ -326,9 +326,11 @@ def make_test_checkpoint(path: str | Path, config: str = "tiny", seed: int = 0, 
     return save_checkpoint(path, {"kind": "student", "config": cfg.to_dict(), "model": state})
 
 
-def compare_detections(ref: Detections, got: Detections, xyz_tol: float = 1e-3, score_tol: float = 1e-4) -> list[str]:
+def compare_detections(ref: Detections, got: Detections, xyz_tol: float = 1e-3, score_tol: float = 1e-4,
+                       v_tol: float | None = 1e-3) -> list[str]:
     """Problems between two Detections (empty = equal within tolerance): same count, and a
-    one-to-one match of same-class boxes with centres within xyz_tol m and scores within score_tol."""
+    one-to-one match of same-class boxes with centres within xyz_tol m, scores within score_tol
+    and (unless v_tol is None) velocities within v_tol m/s."""
     problems = []
     if len(ref) != len(got):
         problems.append(f"{len(got)} detections, expected {len(ref)}")
@@ -337,6 +339,8 @@ def compare_detections(ref: Detections, got: Detections, xyz_tol: float = 1e-3, 
         d = np.abs(got.boxes[:, :3] - ref.boxes[i, :3]).max(axis=1) if len(got) else np.zeros(0)
         ok = (~used) & (got.labels == ref.labels[i]) & (d <= xyz_tol)
         ok &= np.abs(got.scores - ref.scores[i]) <= score_tol
+        if v_tol is not None and len(got):
+            ok &= np.abs(got.boxes[:, 7:9] - ref.boxes[i, 7:9]).max(axis=1) <= v_tol
         if ok.any():
             used[np.flatnonzero(ok)[0]] = True
         else:
@@ -447,6 +451,7 @@ class Received:
     """Messages the client got from the node, by kind (detections keyed by header stamp)."""
 
     detections: dict[int, list[tuple[Any, float]]] = field(default_factory=lambda: defaultdict(list))
+    attributes: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))  # ~/detection_attributes
     markers: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     timing: dict[int, dict] = field(default_factory=dict)
     diagnostics: list[Any] = field(default_factory=list)
@@ -500,6 +505,7 @@ class DetectorClient:
         self._det_type = Detection3DArray
         self.det_sub = self.node.create_subscription(Detection3DArray, f"{base}/detections", self._on_det, reliable,
                                                      raw=True)
+        self.node.create_subscription(PointCloud2, f"{base}/detection_attributes", self._on_attributes, reliable)
         self.node.create_subscription(MarkerArray, f"{base}/markers", self._on_markers, reliable)
         self.node.create_subscription(String, f"{base}/timing", self._on_timing, reliable)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
@@ -524,6 +530,13 @@ class DetectorClient:
         sec, nsec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
         with self._cond:
             self.received.detections[sec * NS + nsec].append((data, t))
+            self._cond.notify_all()
+
+    def _on_attributes(self, msg: Any) -> None:
+        from imkd_ros.msgs import stamp_to_ns
+
+        with self._cond:
+            self.received.attributes[stamp_to_ns(msg.header.stamp)].append(msg)
             self._cond.notify_all()
 
     def _on_markers(self, msg: Any) -> None:
@@ -635,6 +648,7 @@ class DetectorClient:
         """Drop what was received for a frame stamp (before sending that frame again)."""
         with self._cond:
             self.received.detections.pop(stamp, None)
+            self.received.attributes.pop(stamp, None)
             self.received.timing.pop(stamp, None)
             self.received.markers.pop(stamp, None)
 
@@ -651,6 +665,13 @@ class DetectorClient:
         if not self.wait_until(lambda: bool(self.received.detections.get(stamp)), timeout):
             raise TimeoutError(f"no detections for frame stamp {stamp} within {timeout} s")
         return self.detections_for(stamp)[0]
+
+    def wait_attributes(self, stamp: int, timeout: float) -> Any:
+        """The first ~/detection_attributes PointCloud2 stamped `stamp`."""
+        if not self.wait_until(lambda: bool(self.received.attributes.get(stamp)), timeout):
+            raise TimeoutError(f"no detection attributes for frame stamp {stamp} within {timeout} s")
+        with self._cond:
+            return self.received.attributes[stamp][0]
 
     def diagnostics_values(self) -> dict[str, dict[str, str]]:
         """Latest diagnostics of the node: status name (without the node prefix) -> key -> value,
@@ -747,14 +768,16 @@ class FramePlayer:
 
     def play(self, raw: RawFrame, timeout: float = 60.0,
              messages: Sequence[tuple[str, Any]] | None = None) -> tuple[Detections, Any, float]:
-        """Send a frame and wait for its detections -> (Detections, the message, latency in s from
-        its last message published to its detections received)."""
+        """Send a frame and wait for its detections -> (Detections with the velocities of its
+        ~/detection_attributes, the Detection3DArray, latency in s from its last message published
+        to its detections received)."""
         from imkd_ros.msgs import msg_to_detections
 
         t_sent = self.send(raw, messages)
         msg, t_recv = self.client.wait_detections(raw.stamp, timeout)
+        attributes = self.client.wait_attributes(raw.stamp, timeout)
         self.last_sent, self.last_received = t_sent, t_recv
-        return msg_to_detections(msg), msg, t_recv - t_sent
+        return msg_to_detections(msg, attributes), msg, t_recv - t_sent
 
 
 # ============================================================================ a bag through the assembler, no DDS

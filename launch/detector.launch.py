@@ -14,7 +14,8 @@ Arguments (an empty value leaves the params file's setting alone):
   use_sim_time     true when replaying a bag with --clock
   namespace        namespace of the node (its outputs become /<ns>/imkd_detector/...)
   log_level        debug | info | warn | error
-  detections_topic, markers_topic     remap the outputs ~/detections, ~/markers
+  detections_topic, attributes_topic, markers_topic
+                   remap the outputs ~/detections, ~/detection_attributes, ~/markers
   <camera>_image, <camera>_info, <radar>_points   remap an input (e.g. cam_front_image:=/x/compressed)
 The input remaps apply to the default topic names of config/detector.yaml (the nuScenes bag
 converter's); if a params file renames topics, remap those names yourself.
@@ -42,7 +43,8 @@ INPUT_REMAPS = {
     **{f"{c}_info": f"/sensors/camera/{c}/camera_info" for c in CAMERAS},
     **{f"{r}_points": f"/sensors/radar/{r}/points" for r in RADARS},
 }
-OUTPUT_REMAPS = {"detections_topic": "~/detections", "markers_topic": "~/markers"}
+OUTPUT_REMAPS = {"detections_topic": "~/detections", "attributes_topic": "~/detection_attributes",
+                 "markers_topic": "~/markers"}
 # launch argument -> node parameter it overrides (only when the argument is not empty)
 PARAM_ARGS = {"checkpoint": "checkpoint", "device": "device", "use_sim_time": "use_sim_time"}
 

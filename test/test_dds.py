@@ -32,6 +32,7 @@ COMMON = textwrap.dedent('''
     from rclpy.qos import QoSProfile, DurabilityPolicy, ReliabilityPolicy, HistoryPolicy
     from imkd_core.frame import Detections
     from imkd_ros import msgs as M
+    from sensor_msgs.msg import PointCloud2
     from tf2_msgs.msg import TFMessage
     from vision_msgs.msg import Detection3DArray
 
@@ -60,6 +61,7 @@ PUBLISHER = COMMON + textwrap.dedent('''
     rclpy.init()
     node = rclpy.create_node("imkd_test_publisher")
     pub_det = node.create_publisher(Detection3DArray, PREFIX + "/detections", RELIABLE)
+    pub_attr = node.create_publisher(PointCloud2, PREFIX + "/detection_attributes", RELIABLE)
     pub_tf = node.create_publisher(TFMessage, PREFIX + "/tf", RELIABLE)
     pub_static = node.create_publisher(TFMessage, PREFIX + "/tf_static", LATCHED)
     pub_static.publish(M.transforms_to_tf_message(TF_STATIC))  # once, before anyone listens
@@ -70,6 +72,7 @@ PUBLISHER = COMMON + textwrap.dedent('''
         if seen and subs == 0:
             break  # the subscriber got what it needed and left
         pub_det.publish(M.detections_to_msg(DET))
+        pub_attr.publish(M.detections_to_attributes(DET))
         pub_tf.publish(M.transforms_to_tf_message(TF))
         sent += 1
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -85,10 +88,12 @@ SUBSCRIBER = COMMON + textwrap.dedent('''
     got = {}
     node.create_subscription(Detection3DArray, PREFIX + "/detections",
                              lambda m: got.setdefault("det", m), RELIABLE)
+    node.create_subscription(PointCloud2, PREFIX + "/detection_attributes",
+                             lambda m: got.setdefault("attr", m), RELIABLE)
     node.create_subscription(TFMessage, PREFIX + "/tf", lambda m: got.setdefault("tf", m), RELIABLE)
     node.create_subscription(TFMessage, PREFIX + "/tf_static", lambda m: got.setdefault("static", m), LATCHED)
     t0 = time.monotonic()
-    while len(got) < 3 and time.monotonic() < DEADLINE:
+    while len(got) < 4 and time.monotonic() < DEADLINE:
         rclpy.spin_once(node, timeout_sec=0.05)
     report = {"received": sorted(got), "seconds": round(time.monotonic() - t0, 3), "errors": []}
 
@@ -96,9 +101,9 @@ SUBSCRIBER = COMMON + textwrap.dedent('''
         if not cond:
             report["errors"].append(name)
 
-    if "det" in got:
+    if "det" in got and "attr" in got:
         msg = got["det"]
-        back = M.msg_to_detections(msg)
+        back = M.msg_to_detections(msg, got["attr"])
         check("det.frame", msg.header.frame_id == "base_link")
         check("det.stamp", back.stamp == STAMP)
         check("det.classes", [d.results[0].hypothesis.class_id for d in msg.detections] == ["car", "pedestrian"])
@@ -116,7 +121,7 @@ SUBSCRIBER = COMMON + textwrap.dedent('''
     print(json.dumps(report), flush=True)
     node.destroy_node()
     rclpy.shutdown()
-    sys.exit(0 if len(got) == 3 and not report["errors"] else 4)
+    sys.exit(0 if len(got) == 4 and not report["errors"] else 4)
 ''')
 
 TIMEOUT_S = 20.0
@@ -159,7 +164,7 @@ def test_two_processes_exchange_detections_and_tf(repo_root: Path) -> None:
     rc, out, _ = outputs["subscriber"]
     assert rc == 0, tail("subscriber") + "\n" + tail("publisher")
     report = json.loads(out.strip().splitlines()[-1])
-    assert report["received"] == ["det", "static", "tf"] and report["errors"] == []
+    assert report["received"] == ["attr", "det", "static", "tf"] and report["errors"] == []
     rc, out, _ = outputs["publisher"]
     assert rc == 0, tail("publisher")
     pub_report = json.loads(out.strip().splitlines()[-1])
@@ -187,4 +192,4 @@ def test_in_process_fixtures_round_trip(ros_node: Any, spin_until: Callable[...,
     assert spin_until(ros_node, published, timeout=10.0), "no message within 10 s"
     back = M.msg_to_detections(got[0])
     assert back.stamp == 42 and back.labels.tolist() == [1]
-    np.testing.assert_allclose(back.boxes, det.boxes, atol=1e-6)
+    np.testing.assert_allclose(back.boxes[:, :7], det.boxes[:, :7], atol=1e-6)  # velocity: on the companion

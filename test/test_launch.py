@@ -192,7 +192,7 @@ def test_launch_file_names_existing_things() -> None:
     d = default_params()
     assert sorted(c["INPUT_REMAPS"].values()) == sorted(d["image_topics"] + d["camera_info_topics"] +
                                                         d["radar_topics"])
-    assert set(c["OUTPUT_REMAPS"].values()) == {"~/detections", "~/markers"}
+    assert set(c["OUTPUT_REMAPS"].values()) == {"~/detections", "~/detection_attributes", "~/markers"}
 
 
 class _Recorder:

@@ -408,15 +408,15 @@ def test_detections_to_detection3darray_content() -> None:
         assert (s.x, s.y, s.z) == pytest.approx(tuple(b[3:6]))  # (l, w, h) on the box's x, y, z
         assert (q.x, q.y, q.z, q.w) == pytest.approx((0, 0, math.sin(b[6] / 2), math.cos(b[6] / 2)))
         assert hyp.pose.pose == d.bbox.center
-        assert d.id == f"v={b[7]:.9g},{b[8]:.9g}"
-    assert M.detections_to_msg(det, velocity_in_id=False).detections[0].id == ""
+        assert d.id == str(i)  # the box's index in the frame, as the companion's `id`
     assert M.detections_to_msg(det, "ego", 5).detections[0].header.frame_id == "ego"
 
 
 def test_detection3darray_round_trip_through_cdr() -> None:
     det = sample_detections()
     wire = serialize_message(M.detections_to_msg(det))
-    back = M.msg_to_detections(deserialize_message(wire, Detection3DArray))
+    attributes = deserialize_message(serialize_message(M.detections_to_attributes(det)), PointCloud2)
+    back = M.msg_to_detections(deserialize_message(wire, Detection3DArray), attributes)
     assert back.stamp == det.stamp
     np.testing.assert_array_equal(back.labels, det.labels)
     np.testing.assert_allclose(back.scores, det.scores, rtol=1e-7)
@@ -424,23 +424,47 @@ def test_detection3darray_round_trip_through_cdr() -> None:
                                rtol=1e-6, atol=1e-6)
     dyaw = np.angle(np.exp(1j * (back.boxes[:, 6] - det.boxes[:, 6])))
     np.testing.assert_allclose(dyaw, 0, atol=1e-6)
-    no_v = M.msg_to_detections(M.detections_to_msg(det, velocity_in_id=False))
+    no_v = M.msg_to_detections(M.detections_to_msg(det))  # without the companion: velocity 0
     assert (no_v.boxes[:, 7:9] == 0).all()
-    empty = M.msg_to_detections(M.detections_to_msg(Detections.empty(stamp=3)))
+    np.testing.assert_allclose(no_v.boxes[:, :6], back.boxes[:, :6])
+    empty = M.msg_to_detections(M.detections_to_msg(Detections.empty(stamp=3)),
+                                M.detections_to_attributes(Detections.empty(stamp=3)))
     assert len(empty) == 0 and empty.stamp == 3
 
 
+def test_detection_attributes_fields_and_alignment() -> None:
+    """The companion PointCloud2: one point per box in order, named fields any reader can use;
+    msg_to_detections refuses attributes of another frame or out of alignment."""
+    det = sample_detections()
+    cloud = M.detections_to_attributes(det, "ego", 99)
+    assert cloud.header.frame_id == "ego" and M.stamp_to_ns(cloud.header.stamp) == 99
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "vx", "vy", "score", "id", "label"]
+    arr = M.pointcloud2_to_array(cloud)  # a generic PointCloud2 reader, no imkd-specific code
+    np.testing.assert_allclose(arr["vx"], det.boxes[:, 7], rtol=1e-7)
+    np.testing.assert_allclose(arr["vy"], det.boxes[:, 8], rtol=1e-7)
+    np.testing.assert_allclose(np.stack([arr["x"], arr["y"], arr["z"]], 1), det.boxes[:, :3], rtol=1e-7)
+    assert arr["id"].tolist() == list(range(len(det))) and arr["label"].tolist() == det.labels.tolist()
+    np.testing.assert_allclose(arr["score"], det.scores)
+    msg = M.detections_to_msg(det, "ego", 99)
+    with pytest.raises(MessageError, match="stamped"):
+        M.msg_to_detections(msg, M.detections_to_attributes(det, "ego", 98))
+    short = Detections(det.boxes[:2], det.scores[:2], det.labels[:2], stamp=99)
+    with pytest.raises(MessageError, match="not aligned"):
+        M.msg_to_detections(msg, M.detections_to_attributes(short, "ego", 99))
+    with pytest.raises(MessageError, match="lack fields"):
+        M.msg_to_detections(msg, M.array_to_pointcloud2(np.zeros(4, [("x", "<f4")]), 99, "ego"))
+
+
 @pytest.mark.parametrize("frame_id", ["", "a", "ego", "base_link", "base_link_x"])  # every string alignment
-@pytest.mark.parametrize("velocity_in_id", [True, False])
-def test_detections_to_cdr_equals_rclpy_serialisation(frame_id: str, velocity_in_id: bool) -> None:
+def test_detections_to_cdr_equals_rclpy_serialisation(frame_id: str) -> None:
     """The node's direct CDR writer gives the message detections_to_msg builds, as rclpy reads it
     (padding bytes are not compared: rclpy leaves them uninitialised)."""
     rng = np.random.default_rng(len(frame_id))
     for n in (0, 1, 4, 37):
         boxes = (rng.normal(size=(n, 9)) * 10).astype(np.float32)
         det = Detections(boxes, rng.random(n), rng.integers(0, len(CLASSES), n), stamp=int(rng.integers(1, 2**60)))
-        ref = M.detections_to_msg(det, frame_id, velocity_in_id=velocity_in_id)
-        wire = M.detections_to_cdr(det, frame_id, velocity_in_id=velocity_in_id)
+        ref = M.detections_to_msg(det, frame_id)
+        wire = M.detections_to_cdr(det, frame_id)
         assert deserialize_message(wire, Detection3DArray) == ref
         assert len(wire) == len(serialize_message(ref))
     assert M.msg_to_detections(deserialize_message(M.detections_to_cdr(sample_detections(), "x", 7),
