@@ -73,8 +73,9 @@ from imkd_core.weights import DEMO_CHECKPOINT  # named in the message when `chec
 from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
+from imkd_ros.image_header import check_image_size
 from imkd_ros.nuscenes_to_bag import TOPICS
-from imkd_ros.tf_buffer import TfBuffer, TransformError
+from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
 
 NODE_NAME = "imkd_detector"
 NS_PER_S = 1_000_000_000
@@ -91,6 +92,8 @@ BAD_KINDS: tuple[str, ...] = (
     "image_corrupt",        # JPEG/PNG bytes that do not decode
     "image_empty",          # no pixels / no bytes
     "image_too_large",      # more than max_image_bytes
+    "image_dimensions",     # header (JPEG SOF / PNG IHDR / Image fields) declares more than max_image_size
+    "camera_info_mismatch",  # image size differs from its CameraInfo's (after ROI/binning): no K for it
     "image_malformed",      # Image data size inconsistent with height * step, ...
     "waiting_camera_info",  # image held back because its camera has sent no CameraInfo yet
     "camera_info_invalid",  # CameraInfo without a pinhole K or image size
@@ -101,6 +104,7 @@ BAD_KINDS: tuple[str, ...] = (
     "radar_nan_points",     # sweeps with NaN/inf x/y/z (those points are dropped)
     "tf_invalid",           # TFMessage with a non-finite or zero-quaternion transform
     "tf_stamp_invalid",     # dynamic transforms with a zero or far-future stamp (dropped)
+    "tf_static_conflict",   # dynamic /tf re-parenting a frame whose edge /tf_static defines (dropped)
     "assembler_rejected",   # input the assembler refused (unknown frame layout, bad K, ...)
     "callback_errors",      # any other exception while handling an input (logged with its traceback)
     "inference_errors",     # the predictor raised on a built frame
@@ -231,6 +235,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               ">= 1", _ge(1)),
     ParamSpec("max_image_bytes", 16_000_000, "Image messages with more data bytes are dropped undecoded.",
               ">= 1", _ge(1)),
+    ParamSpec("max_image_size", [4096, 4096],
+              "Largest image [width, height] in pixels, read from the JPEG/PNG header (or Image fields) before "
+              "decoding: larger images are dropped undecoded (a tiny JPEG may declare 60000 x 60000).",
+              "2 values >= 1", lambda v: len(v) == 2 and all(x >= 1 for x in v)),
     ParamSpec("max_stamp_future", 10.0, "s: inputs stamped further ahead of the node clock are dropped.",
               "> 0", _gt(0.0)),
     # ---- model
@@ -778,13 +786,28 @@ class DetectorNode(Node):
         if nbytes > self.p["max_image_bytes"]:
             self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
             return
+        try:  # the size the header declares: microseconds, nothing decoded yet
+            hw = M.image_dimensions(msg)
+        except M.MessageError as e:
+            self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
+            return
+        too_large = check_image_size(hw, self.p["max_image_size"])
+        if too_large:
+            self._count_bad("image_dimensions", f"{topic}: {too_large}; dropped undecoded")
+            return
         info = self._infos[c].get(stamp) or self._latest_info[c]
         if info is None:  # hold the newest image until the camera's CameraInfo arrives
             self._held[c] = msg
             self._count_bad("waiting_camera_info", f"{topic}: no CameraInfo yet on "
                                                    f"{self.p['camera_info_topics'][c]}; image held")
             return
-        r = self.p["jpeg_reduction"] or _reduction((int(info.height), int(info.width)), self.image_size)
+        if hw != M.camera_info_image_size(info):  # K would be applied at the wrong resolution
+            h, w = M.camera_info_image_size(info)
+            self._count_bad("camera_info_mismatch", f"{topic}: image {hw[1]} x {hw[0]} but "
+                                                    f"{self.p['camera_info_topics'][c]} describes {w} x {h}; "
+                                                    "image dropped (no intrinsics for it)")
+            return
+        r = self.p["jpeg_reduction"] or _reduction(hw, self.image_size)
         try:
             rgb = M.msg_to_rgb(msg, r)
         except M.MessageError as e:
@@ -860,6 +883,11 @@ class DetectorNode(Node):
             items = good
             if items:
                 self._input(max(it[2] for it in items))
+        if not static and items:
+            conflicts = static_conflicts(self.tf, items)
+            if conflicts:
+                self._count_bad("tf_static_conflict", f"{topic}: {'; '.join(conflicts)}")
+                items = [it for it in items if not reparents_static(self.tf, it[0], it[1])]
         if not items:
             return
         reset = self.assembler.add_transforms(items, static=static)

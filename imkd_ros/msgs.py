@@ -61,7 +61,7 @@ __all__ = [
     "image_to_rgb", "rgb_to_image", "compressed_to_rgb", "rgb_to_compressed", "bytes_to_compressed",
     "msg_to_rgb",
     "pointcloud2_to_array", "array_to_pointcloud2", "pointcloud2_fields", "radar_points",
-    "camera_info_to_K", "K_to_camera_info",
+    "camera_info_to_K", "camera_info_image_size", "K_to_camera_info", "image_dimensions",
     "quaternion_to_matrix", "matrix_to_quaternion", "yaw_to_quaternion", "quaternion_to_yaw",
     "transform_to_matrix", "matrix_to_transform", "tf_message_to_list", "transforms_to_tf_message",
     "detections_to_msg", "detections_to_cdr", "detections_to_attributes", "attributes_to_array", "ATTRIBUTE_DTYPE",
@@ -200,6 +200,30 @@ def rgb_to_image(rgb: np.ndarray, stamp_ns: int = 0, frame_id: str = "", encodin
     return msg
 
 
+def _check_compressed_format(msg: Any) -> None:
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt:
+        raise MessageError(f"CompressedImage format {msg.format!r} is a depth image, not a colour image")
+    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise MessageError(f"unsupported CompressedImage format {msg.format!r} (expected jpeg or png)")
+
+
+def image_dimensions(msg: Any) -> tuple[int, int]:
+    """(height, width) of an Image or CompressedImage without decoding: a JPEG's frame header or
+    a PNG's IHDR (imkd_ros.image_header, microseconds), a raw Image's fields. MessageError worded
+    like msg_to_rgb's (unsupported format, or bytes that are no readable JPEG/PNG)."""
+    if not hasattr(msg, "format"):
+        return int(msg.height), int(msg.width)
+    from imkd_ros.image_header import ImageHeaderError, image_size
+
+    _check_compressed_format(msg)
+    buf = _u8(msg.data, "CompressedImage")
+    try:
+        return image_size(buf)
+    except ImageHeaderError as e:
+        raise MessageError(f"CompressedImage ({msg.format!r}, {buf.size} bytes): {e}") from e
+
+
 def compressed_to_rgb(msg: Any, reduction: int = 1) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) -> H x W x 3 uint8 RGB.
 
@@ -209,11 +233,7 @@ def compressed_to_rgb(msg: Any, reduction: int = 1) -> np.ndarray:
     """
     from imkd_core.preprocess import decode_image  # lazy: pulls in torch
 
-    fmt = str(msg.format).lower()
-    if "compresseddepth" in fmt:
-        raise MessageError(f"CompressedImage format {msg.format!r} is a depth image, not a colour image")
-    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
-        raise MessageError(f"unsupported CompressedImage format {msg.format!r} (expected jpeg or png)")
+    _check_compressed_format(msg)
     buf = _u8(msg.data, "CompressedImage")
     try:
         return decode_image(buf, reduction)
@@ -435,11 +455,25 @@ def radar_points(msg: Any) -> np.ndarray:
 
 
 # ============================================================================ CameraInfo
-def camera_info_to_K(msg: Any, image_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """sensor_msgs/CameraInfo -> 3x3 float64 K.
+def camera_info_image_size(msg: Any) -> tuple[int, int]:
+    """(height, width) of the images a CameraInfo describes: its calibrated size, cropped to its
+    ROI when one is set and divided by its binning (REP-104, as image_geometry reads it)."""
+    H, W = int(msg.height), int(msg.width)
+    roi = getattr(msg, "roi", None)
+    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
+        H, W = int(roi.height), int(roi.width)
+    bx, by = max(int(getattr(msg, "binning_x", 0)), 1), max(int(getattr(msg, "binning_y", 0)), 1)
+    return H // by, W // bx
 
-    With `image_hw` = (H, W) of the image actually used (e.g. decoded at reduced scale), K is
-    rescaled from the CameraInfo's width/height with imkd_core.preprocess.scale_intrinsics.
+
+def camera_info_to_K(msg: Any, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/CameraInfo -> 3x3 float64 K of the images it describes.
+
+    ROI and binning (REP-104) are applied first (principal point shifted by the ROI offset,
+    focal lengths and principal point divided by the binning), as image_geometry does; zero
+    ROI / binning (nuScenes, most drivers) leave K as calibrated. With `image_hw` = (H, W) of
+    the image actually used (e.g. decoded at reduced scale), K is then rescaled from
+    camera_info_image_size(msg) with imkd_core.preprocess.scale_intrinsics.
     """
     k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
     if k.size != 9:
@@ -447,8 +481,17 @@ def camera_info_to_K(msg: Any, image_hw: tuple[int, int] | None = None) -> np.nd
     K = k.reshape(3, 3)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0 or K[2, 0] != 0 or K[2, 1] != 0:
         raise MessageError(f"CameraInfo.k is not a calibrated pinhole matrix: {k.tolist()}")
+    roi = getattr(msg, "roi", None)
+    bx, by = max(int(getattr(msg, "binning_x", 0)), 1), max(int(getattr(msg, "binning_y", 0)), 1)
+    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0 or bx > 1 or by > 1:
+        K = K.copy()
+        if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
+            K[0, 2] -= int(roi.x_offset)
+            K[1, 2] -= int(roi.y_offset)
+        K[0] /= bx
+        K[1] /= by
     if image_hw is not None:
-        H, W = int(msg.height), int(msg.width)
+        H, W = camera_info_image_size(msg)
         if (H, W) != tuple(image_hw):
             if H <= 0 or W <= 0:
                 raise MessageError(f"CameraInfo has no image size ({W} x {H}); cannot rescale K to {image_hw}")

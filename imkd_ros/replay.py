@@ -1,4 +1,4 @@
-"""Bag replay through rclpy, for machines without `ros2 bag play` (issue 7, item 2).
+"""Bag replay through rclpy, for machines without `ros2 bag play`.
 
     imkd-replay BAG [--rate R] [--loop] [--clock] [--clock-hz HZ] [--topics T ...] [--exclude T ...]
                 [--start-offset S] [--delay S] [--wait-for [TOPIC ...]] [--node-name NAME]
@@ -6,8 +6,10 @@
 Publishes a rosbag2 (MCAP or sqlite3; read with `rosbags`, no rosbag2 install needed) with the
 original timing scaled by `rate`. Messages go out as the bag's raw CDR bytes (rclpy's
 `Publisher.publish(bytes)`), so nothing is deserialised; the rclpy message class of each topic is
-only needed to create its publisher (`<pkg>.msg.<Name>` imported by name; a topic whose type is
-not installed is skipped with a warning, or is an error when asked for with --topics).
+only needed to create its publisher. It is taken only for a well-formed ROS 2 type name whose
+package is an installed rosidl interface package (located without running it: a bag naming
+`this/msg/Zen` does not `import this`) and whose fields equal the bag's own definition of the
+type; any other topic is skipped with a warning, or is an error when asked for with --topics.
 
 QoS, per topic, from the bag's `offered_qos_profiles` metadata (the rule of rosbag2's player):
 reliable only if every recorded publisher offered reliable, transient local only if every one
@@ -39,8 +41,10 @@ from __future__ import annotations
 import argparse
 import heapq
 import importlib
+import importlib.util
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -124,11 +128,55 @@ def bag_keyframes(reader: Any) -> dict[int, str]:
         raise BagError(f"custom_data {KEYFRAMES_KEY!r} of the bag is not a JSON map of stamps: {exc}") from exc
 
 
-def message_class(msgtype: str) -> type:
-    """rclpy message class of 'pkg/msg/Name' (ImportError/AttributeError when not installed)."""
-    pkg, kind, name = msgtype.split("/")
-    module = importlib.import_module(f"{pkg}.{kind}")
-    return getattr(module, name)
+_MSGTYPE = re.compile(r"([a-z][a-z0-9_]*)/msg/([A-Z][A-Za-z0-9]*)")
+
+
+def _module_name(name: str) -> str:
+    """rosidl's file name of a message: Detection3DArray -> detection3_d_array."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _definition_fields(msgtype: str, msgdef: Any) -> list[str] | None:
+    """Field names of `msgtype` in the bag's own definition (None: the bag stores none)."""
+    data = getattr(msgdef, "data", msgdef)
+    if not data:
+        return None
+    fmt = getattr(getattr(msgdef, "format", None), "name", "MSG")
+    try:
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        types = get_types_from_idl(data) if fmt == "IDL" else get_types_from_msg(data, msgtype)
+        return [f[0] for f in types[msgtype][1]]
+    except Exception as exc:  # noqa: BLE001 - any parser error: the definition is unusable
+        raise ValueError(f"the bag's definition of {msgtype} does not parse ({type(exc).__name__}: {exc})") from exc
+
+
+def message_class(msgtype: str, msgdef: Any = None) -> type:
+    """rclpy message class of 'pkg/msg/Name', found without importing anything the bag names
+    that is not a generated ROS message: the name must be a ROS 2 message type, `pkg` must be
+    an installed package holding rosidl's `msg/_<name>.py` (located with find_spec, which runs
+    no code), and the class's fields must equal those of the bag's own definition `msgdef`
+    (a rosbags MessageDefinition or its text) when the bag stores one.
+
+    ValueError for a name or definition that does not fit, ImportError when no such message is
+    installed (the caller skips that topic)."""
+    m = _MSGTYPE.fullmatch(str(msgtype))
+    if m is None:
+        raise ValueError(f"{msgtype!r} is not a ROS 2 message type name (package/msg/Name)")
+    pkg, name = m.groups()
+    fields = _definition_fields(msgtype, msgdef)
+    spec = importlib.util.find_spec(pkg)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not any((Path(loc) / "msg" / f"_{_module_name(name)}.py").is_file() for loc in locations):
+        raise ImportError(f"no ROS interface package {pkg!r} with message {name} is installed")
+    cls = getattr(importlib.import_module(f"{pkg}.msg"), name, None)
+    if cls is None or not hasattr(cls, "get_fields_and_field_types"):
+        raise ImportError(f"{pkg}.msg.{name} is not a generated ROS message class")
+    if fields is not None and list(cls.get_fields_and_field_types()) != fields:
+        raise ValueError(f"the bag's definition of {msgtype} (fields {fields}) differs from the installed one "
+                         f"({list(cls.get_fields_and_field_types())})")
+    return cls
 
 
 def qos_from_offered(offered: Sequence[Any], default_depth: int = DEFAULT_DEPTH) -> Any:
@@ -289,7 +337,7 @@ class BagPlayer:
                              f"({(self.end_ns - self.start_ns) / _NS:.3f} s long)")
         self._publishers: dict[str, Any] = {}
         for name, t in self.topics.items():
-            self._publishers[name] = node.create_publisher(message_class(t.msgtype), name, t.qos)
+            self._publishers[name] = node.create_publisher(self._classes[name], name, t.qos)
         self._clock_pub = None
         if self.clock:
             from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -311,15 +359,16 @@ class BagPlayer:
             if unknown:
                 raise ValueError(f"topics not in the bag: {unknown}; the bag has {sorted(available)}")
         chosen: dict[str, BagTopic] = {}
+        self._classes: dict[str, type] = {}
         for name, t in available.items():
             if name in exclude or (wanted is not None and name not in wanted):
                 continue
             try:
-                message_class(t.msgtype)
-            except (ImportError, AttributeError, ValueError) as exc:
+                self._classes[name] = message_class(t.msgtype, t.connections[0].msgdef)
+            except (ImportError, ValueError) as exc:
                 if wanted is not None:
-                    raise BagError(f"message type {t.msgtype} of {name} is not installed: {exc}") from exc
-                _warn(f"skipping {name}: message type {t.msgtype} is not installed ({exc})")
+                    raise BagError(f"cannot play {name} ({t.msgtype}): {exc}") from exc
+                _warn(f"skipping {name} ({t.msgtype}): {exc}")
                 continue
             chosen[name] = t
         return chosen

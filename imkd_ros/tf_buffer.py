@@ -390,9 +390,13 @@ class TfBuffer:
         """Add T_parent_child (maps child points into parent) at `stamp_ns`.
 
         A static edge is timeless (the stamp is ignored). A new parent for an existing child
-        replaces its edge (one parent per frame, as tf2). Returns False when a dynamic sample is
-        older than the edge's cache window and was ignored. Raises ValueError on a malformed
-        transform, an empty/self frame id, a cycle, or too many edges.
+        replaces its edge (one parent per frame, as tf2), except that dynamic data never
+        re-parents a static edge: a sensor mount from /tf_static moved under another parent by a
+        /tf publisher would leave that sensor unconnected for good (the static transform is not
+        re-sent); only a new static transform changes its parent. Returns False when a dynamic
+        sample is older than the edge's cache window and was ignored. Raises ValueError on a
+        malformed transform, an empty/self frame id, a cycle, too many edges, or dynamic data
+        re-parenting a static edge.
         """
         parent, child = parent.lstrip("/"), child.lstrip("/")
         if not parent or not child or parent == child:
@@ -400,6 +404,9 @@ class TfBuffer:
         T = _check_rigid(T, parent, child)
         with self._lock:
             old = self._parent.get(child)
+            if not static and child in self._static and old != parent:
+                raise ValueError(f"dynamic transform {parent!r} <- {child!r} refused: {child!r} has the static "
+                                 f"parent {old!r} (/tf_static)")
             if old != parent:
                 if old is None and len(self._parent) >= self.max_edges:
                     raise ValueError(f"TfBuffer is full ({self.max_edges} edges); "
@@ -434,6 +441,12 @@ class TfBuffer:
         """All known frame ids, sorted."""
         with self._lock:
             return sorted(set(self._parent) | set(self._nchildren))
+
+    def static_parent(self, frame: str) -> str | None:
+        """The parent of `frame` if its edge is static, else None."""
+        frame = frame.lstrip("/")
+        with self._lock:
+            return self._parent.get(frame) if frame in self._static else None
 
     def parent(self, frame: str) -> str | None:
         """The parent of `frame` (None for a root); UnknownFrameError if unknown."""
@@ -571,3 +584,21 @@ class TfBuffer:
         except TransformError:
             return False
         return True
+
+
+def static_conflicts(tf: TfBuffer, items: Sequence[tuple[str, str, int, np.ndarray]]) -> list[str]:
+    """One line per dynamic (parent, child, stamp, T) that would re-parent a static edge of `tf`
+    (set_transform refuses those; the node counts and logs them first)."""
+    out = []
+    for parent, child, _, _ in items:
+        static_parent = tf.static_parent(child)
+        if static_parent is not None and static_parent != parent.lstrip("/"):
+            out.append(f"dynamic {parent!r} <- {child!r} would re-parent the static edge {static_parent!r} <- "
+                       f"{child!r}; dropped (a frame has one parent; change it on /tf_static)")
+    return out
+
+
+def reparents_static(tf: TfBuffer, parent: str, child: str) -> bool:
+    """True when a dynamic parent <- child would re-parent a static edge of `tf`."""
+    static_parent = tf.static_parent(child)
+    return static_parent is not None and static_parent != parent.lstrip("/")
