@@ -33,6 +33,21 @@ RCLPY_PARAMS: dict[str, type] = {"use_sim_time": bool}
 _FLAGS_WITH_VALUE = {"-r", "--remap", "--log-level", "--enclave", "-e", "--log-config-file"}
 
 
+class RclYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as rcl does: `1e-6` and `1e300` are doubles (YAML 1.1
+    wants a dot in the mantissa and would read strings; rcl's parser falls back to strtod)."""
+
+
+RclYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """A params file's (or a -p value's) YAML, typed like rcl."""
+    return yaml.load(text, Loader=RclYamlLoader)
+
+
 @dataclass
 class ArgsCheck:
     """What `check_args` found: errors stop the node, warnings are logged at start."""
@@ -115,7 +130,7 @@ def check_file(path: str | Path, fqn: str, known: Iterable[str],
         out.errors.append(f"params file {path}: cannot read it ({e.strerror or e})")
         return out
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -203,7 +218,7 @@ def _check_override(rule: str, fqn: str, known: set[str], check_value: Callable[
         out.errors.append(f"-p {rule}: no value (write {name}:=\"''\" for an empty string)")
         return
     try:
-        value = yaml.safe_load(text)  # rcl reads override values as YAML too
+        value = load_yaml(text)  # rcl reads override values as YAML too
     except yaml.YAMLError:
         value = text
     if name in RCLPY_PARAMS:

@@ -303,6 +303,24 @@ def frame_messages(raw: RawFrame, transport: str = "compressed") -> list[tuple[s
     return out
 
 
+# ============================================================================ hostile images
+def huge_jpeg(h: int = 60000, w: int = 60000) -> bytes:
+    """A valid 16 x 16 JPEG (about 600 bytes) whose frame header (SOF0) declares h x w pixels."""
+    ok, enc = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
+    buf = bytearray(enc.tobytes())
+    i = buf.index(b"\xff\xc0")
+    buf[i + 5:i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    return bytes(buf)
+
+
+def huge_png(h: int = 100000, w: int = 100000) -> bytes:
+    """An 8 x 8 PNG whose IHDR declares h x w pixels."""
+    ok, enc = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    buf = bytearray(enc.tobytes())
+    buf[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")
+    return bytes(buf)
+
+
 # ============================================================================ model helpers
 def make_test_checkpoint(path: str | Path, config: str = "tiny", seed: int = 0, heatmap_gain: float = 300.0) -> Path:
     """A random-init student checkpoint for tests and benchmarks (latency does not depend on the
@@ -401,7 +419,9 @@ class NodeProcess:
     """The detector node as a subprocess: defaults from config/detector.yaml, `params` override
     them through a second params file; output goes to `log_path`."""
 
-    def __init__(self, params: Mapping[str, Any], log_path: str | Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, params: Mapping[str, Any], log_path: str | Path, extra_args: Sequence[str] = (),
+                 command: Sequence[str] | None = None) -> None:
+        """`command`: what starts the node instead of node_command() (e.g. a python -c wrapper)."""
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.override_path = self.log_path.with_suffix(".params.yaml")
@@ -409,7 +429,7 @@ class NodeProcess:
             yaml.safe_dump({f"/**/{NODE_NAME}": {"ros__parameters": dict(params)}}, f)
         base = default_params_file()
         files = (["--params-file", str(base)] if base else []) + ["--params-file", str(self.override_path)]
-        self.cmd = node_command() + list(extra_args) + ["--ros-args"] + files
+        self.cmd = list(command or node_command()) + list(extra_args) + ["--ros-args"] + files
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

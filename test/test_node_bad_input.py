@@ -188,8 +188,9 @@ def test_startup_errors_are_clear(checkpoint: Path, tmp_path: Path) -> None:
         "missing": ({"checkpoint": str(tmp_path / "nope.pt")}, ["checkpoint", "file not found", "nope.pt"]),
         "corrupt": ({"checkpoint": str(corrupt)}, ["cannot load the model", "corrupt"]),
         "params": ({"checkpoint": str(checkpoint), "image_transport": "h264", "sync_window": -0.1,
-                    "camera_offsets": [0.0], "device": "tpu", "radar_sweeps": 20},
-                   ["image_transport", "sync_window", "camera_offsets", "device", "radar_buffer_len"]),
+                    "camera_offsets": [0.0], "device": "tpu"},
+                   ["image_transport", "sync_window", "camera_offsets", "device"]),
+        "cross": ({"checkpoint": str(checkpoint), "radar_sweeps": 20}, ["radar_buffer_len", "radar_sweeps"]),
         "range": ({"checkpoint": str(checkpoint), "score_threshold": 1.5}, ["score_threshold"]),
         "type": ({"checkpoint": str(checkpoint), "camera_timeout": 1}, ["camera_timeout", "double"]),
     }
