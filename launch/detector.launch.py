@@ -20,7 +20,7 @@ Arguments (an empty value leaves the params file's setting alone):
 The input remaps apply to the default topic names of config/detector.yaml (the nuScenes bag
 converter's); if a params file renames topics, remap those names yourself.
 
-Where the `ros2` CLI is absent, `imkd-detector --ros-args --params-file config/detector.yaml ...`
+Where the `ros2` CLI is absent, `imkd-detector --ros-args --params-file config/detector.yaml -p checkpoint:=...`
 starts the same node with the same parameters.
 """
 
