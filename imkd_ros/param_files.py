@@ -30,7 +30,7 @@ import yaml
 # parameters rclpy itself declares on every node, with their type
 RCLPY_PARAMS: dict[str, type] = {"use_sim_time": bool}
 # `--ros-args` flags that take one value (what rcl accepts; the value is skipped, not checked)
-_FLAGS_WITH_VALUE = {"-r", "--remap", "--log-level", "--enclave", "-e", "--log-config-file"}
+_FLAGS_WITH_VALUE = {"-r", "--remap", "--log-level", "--enclave", "-e", "--log-config-file", "--log-file-name"}
 
 
 class RclYamlLoader(yaml.SafeLoader):

@@ -277,6 +277,7 @@ class DetectionRecorder:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from vision_msgs.msg import Detection3DArray
 
+        self.node = node
         self.topic = topic
         self.frames: dict[int, Detections] = {}
         self.arrival: dict[int, float] = {}

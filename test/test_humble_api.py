@@ -192,3 +192,35 @@ def test_humble_sources_lack_the_iron_api(indexes: tuple[RclpyIndex, RclpyIndex]
     assert "add_pre_set_parameters_callback" not in humble.members
     assert "add_pre_set_parameters_callback" in jazzy.members
     assert "rclpy.parameter_client" not in humble.modules and "rclpy.node" in humble.modules
+
+
+def test_fallbacks_work_without_the_newer_api(monkeypatch: pytest.MonkeyPatch, ros_context) -> None:
+    """imkd_ros.rclpy_compat with the Iron+ API deleted from this rclpy (as on Humble): the
+    pre-set hook still sees every change first (also refused read-only ones), and publisher
+    counts come from the graph."""
+    import rclpy
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.subscription import Subscription
+    from std_msgs.msg import String
+
+    from imkd_ros import rclpy_compat
+
+    monkeypatch.delattr(Node, "add_pre_set_parameters_callback")
+    monkeypatch.delattr(Subscription, "get_publisher_count")
+    node = rclpy.create_node("imkd_compat_test", context=ros_context)
+    try:
+        node.declare_parameter("fixed", 1.0, ParameterDescriptor(read_only=True))
+        node.declare_parameter("free", 1.0)
+        seen: list[str] = []
+        rclpy_compat.pre_set_parameters_callback(node, lambda ps: seen.extend(p.name for p in ps) or ps)
+        assert not node.set_parameters([Parameter("fixed", value=2.0)])[0].successful  # read-only: refused
+        assert node.set_parameters_atomically([Parameter("free", value=3.0)]).successful
+        assert seen == ["fixed", "free"] and node.get_parameter("free").value == 3.0
+        sub = node.create_subscription(String, "/imkd_compat_topic", lambda m: None, 10)
+        assert rclpy_compat.publisher_count(node, sub) == 0
+        node.create_publisher(String, "/imkd_compat_topic", 10)
+        assert rclpy_compat.publisher_count(node, sub) == 1
+    finally:
+        node.destroy_node()
