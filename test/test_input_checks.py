@@ -134,8 +134,8 @@ def test_every_params_file_is_checked_alike(tmp_path: Path) -> None:
     (["-p", "sync_window:=1e300"], "sync_window = 1e+300: must be finite (|v| <= 1e+06)"),
     (["-p", "camera_offsets:=[0.0, 0.0, 0.0, 0.0, 0.0, .nan]"], "camera_offsets = [0.0, 0.0, 0.0, 0.0, 0.0, nan]"),
     (["-p", "use_sim_time:=maybe"], "use_sim_time must be true or false"),
-    (["-p", "diagnostics_period:=0.000001"], "diagnostics_period = 1e-06: must be [0.05, 3600]"),
-    (["-p", "diagnostics_period:=1e-6"], "diagnostics_period = 1e-06: must be [0.05, 3600]"),  # a double, as rcl
+    (["-p", "diagnostics_period:=0.000001"], "diagnostics_period = 1e-06: must be [0.01, 3600]"),
+    (["-p", "diagnostics_period:=1e-6"], "diagnostics_period = 1e-06: must be [0.01, 3600]"),  # a double, as rcl
     (["-p", "max_image_size:=[4096]"], "max_image_size = [4096]: must be 2 values >= 1"),
     (["-p", "device:="], "no value"),
     (["--params-file"], "--params-file needs a file name"),

@@ -202,7 +202,7 @@ STARTUP_CASES = {
     "use_sim_time_maybe": (["-p", "use_sim_time:=maybe"], ["use_sim_time must be true or false"]),
     "diagnostics_period_1e-6": ([("fast.yaml", f"/**/{NODE_NAME}:\n  ros__parameters:\n"
                                                "    diagnostics_period: 1e-6\n")],
-                                ["diagnostics_period = 1e-06: must be [0.05, 3600]"]),
+                                ["diagnostics_period = 1e-06: must be [0.01, 3600]"]),
     "wrong_type_in_second_file": ([("a.yaml", f"/**/{NODE_NAME}:\n  ros__parameters:\n    camera_timeout: 0.2\n"),
                                    ("b.yaml", f"/**/{NODE_NAME}:\n  ros__parameters:\n    camera_timeout: abc\n")],
                                   ["b.yaml: camera_timeout = 'abc': expected a double"]),
