@@ -92,9 +92,9 @@ def resolve_checkpoint(path: str | None, random_init: bool, work: Path) -> Path:
     if not ckpt.is_file():
         if path:
             raise DemoError(f"checkpoint not found: {ckpt}")
-        raise DemoError(f"the demo checkpoint {ckpt} is not installed (it is shipped with the package once the "
-                        "training issue delivers it); run with --checkpoint PATH to use a student checkpoint you "
-                        "have, or --random-init for a plumbing check with an untrained model")
+        raise DemoError(f"the demo checkpoint {ckpt} is not installed (a full install ships it); run with "
+                        "--checkpoint PATH to use a student checkpoint you have, or --random-init for a plumbing "
+                        "check with an untrained model")
     from imkd_core.checkpoint import CheckpointError, load_checkpoint
 
     try:

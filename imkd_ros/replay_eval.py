@@ -3,7 +3,7 @@
     imkd-replay-eval BAG --checkpoint C --dataroot D [--version V] [--rate R] [--realtime]
                      [--out DIR] [--params-file F] [--node-param NAME:=VALUE ...] [--no-offline]
 
-What it does (issue 7, item 3):
+What it does:
 1. starts the detector node in its own process (`python -m imkd_ros.detector_node --ros-args
    --params-file config/detector.yaml -p checkpoint:=C ...`), in the current ROS_DOMAIN_ID
    (or --domain-id), and waits until it subscribes to the bag's sensor topics;

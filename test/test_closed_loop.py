@@ -1,7 +1,7 @@
 """Closed loop on a synthetic bag: bag -> imkd_ros.replay -> detector node (own process) -> metrics.
 
 The detections recorded from the node must match the offline evaluator's (NuScenesReader ->
-Predictor) on the same samples: devkit metrics within 0.005 (issue 7) and, stronger, every
+Predictor) on the same samples: devkit metrics within 0.005 and, stronger, every
 frame's boxes identical. One tiny synthetic scene WITH sweeps (12 Hz cameras, 13 Hz radars), so
 the lock-step mode's trigger thinning and sync barriers are exercised. The model is the shipped
 demo checkpoint when installed, else a random-init `tiny` student written to tmp (its scores
