@@ -110,7 +110,7 @@ def run_command(args: argparse.Namespace, name: str, model: str, kd: str | None,
            "--version", args.version, "--train-scenes", *args.train_scenes, "--val-scenes", *args.val_scenes,
            "--max-steps", str(steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
            "--num-workers", str(args.num_workers), "--val-every", "0", "--device", args.device,
-           "--out", str(Path(args.out) / name), "--resume", "--no-progress"]
+           "--out", str(Path(args.out) / name), "--resume", "auto", "--no-progress"]
     for item in args.overrides:
         cmd += ["--set", item]
     if lr is not None:
