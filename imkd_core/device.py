@@ -31,7 +31,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", name)
     if m is None:
-        raise DeviceError(f"--device {spec!r}: unknown device; use one of {', '.join(CHOICES)}")
+        raise DeviceError(f"--device {spec}: unknown device; use one of {', '.join(CHOICES)}")
     if not torch.cuda.is_available():
         raise DeviceError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
     index = int(m.group(1) or 0)
