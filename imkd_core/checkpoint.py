@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from imkd_core.atomic import atomic_path
+from imkd_core.errors import UserError
 
 FORMAT = "imkd-v1"
 KINDS = ("student", "teacher")
@@ -27,8 +29,9 @@ _MAPPINGS = (dict, OrderedDict)
 _SEQUENCES = (list, tuple)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, corrupt, truncated or of the wrong format."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint is missing, unreadable, corrupt, truncated, of the wrong format or holds
+    non-finite weights."""
 
 
 def _type_desc(x: Any) -> str:
@@ -73,6 +76,31 @@ def _validate(payload: Any, source: str) -> None:
         raise CheckpointError(f"{source}: 'model' must be a state dict")
 
 
+def _tensors(x: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key path, tensor) of every tensor in a nested payload, in insertion order."""
+    if isinstance(x, torch.Tensor):
+        yield where, x
+    elif isinstance(x, _MAPPINGS):
+        for k, v in x.items():
+            yield from _tensors(v, f"{where}[{k!r}]")
+    elif isinstance(x, _SEQUENCES):
+        for i, v in enumerate(x):
+            yield from _tensors(v, f"{where}[{i}]")
+
+
+def check_finite(payload: dict[str, Any], source: str) -> None:
+    """Raise CheckpointError naming the first floating-point tensor (weights first, then the
+    training state) that holds NaN or Inf: such a model loads but detects nothing, and a resumed
+    run would only propagate the NaNs."""
+    parts = [("model", payload.get("model"))] + [(k, v) for k, v in payload.items() if k != "model"]
+    for key, value in parts:
+        for where, t in _tensors(value, key):
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                raise CheckpointError(f"{source}: tensor {where} (shape {list(t.shape)}) holds {n_nan} NaN and "
+                                      f"{n_inf} Inf of {t.numel()} values; refusing non-finite weights")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` atomically: temp file in the same directory, fsync, os.replace.
 
@@ -111,9 +139,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     torch.load(weights_only=True).
 
     Raises CheckpointError naming the file when it is missing, unreadable, corrupt (also a
-    flipped byte inside tensor data), truncated or not an imkd-v1 payload.
+    flipped byte inside tensor data), truncated, not an imkd-v1 payload, or when a tensor holds
+    NaN/Inf (check_finite: the node and every tool refuse such weights here).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     verify_archive(path)
@@ -123,4 +154,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not loadable with weights_only "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     _validate(payload, str(path))
+    check_finite(payload, str(path))
     return payload
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "") -> None:
+    """`model.load_state_dict(state)`, or one CheckpointError line saying how the weights of
+    `source` do not fit the model built from `what` (a config name): counts and a first example
+    of the missing, unexpected and differently shaped tensors, instead of torch's multi-line list."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shaped:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(shaped)} of another shape (e.g. {shaped[0]}: {list(state[shaped[0]].shape)} in the file, "
+                 f"{list(own[shaped[0]].shape)} in the model)" if shaped else ""]
+        raise CheckpointError(f"{source}: weights do not fit the model{f' of config {what!r}' if what else ''}: "
+                              + ", ".join(p for p in parts if p))
+    model.load_state_dict(state)

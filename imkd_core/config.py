@@ -15,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from imkd_core.errors import UserError
 from imkd_core.frame import CLASSES
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration is inconsistent or malformed."""
 
 

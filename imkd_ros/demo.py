@@ -40,6 +40,7 @@ import numpy as np
 
 from imkd_core.atomic import atomic_write_bytes
 from imkd_core.data.synthetic import parse_image_size
+from imkd_core.errors import cli_main
 from imkd_core.frame import CLASSES, Detections
 from imkd_core.weights import DEMO_CHECKPOINT
 
@@ -425,24 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `make demo`; 0 on success, 1 with a message on stderr otherwise."""
-    from imkd_core.checkpoint import CheckpointError
-    from imkd_core.data.nuscenes import NuScenesDataError
+    """Entry point of `make demo`: 0 on success; a user error is one line on stderr, exit status 2."""
     from imkd_ros.replay import BagError
-    from imkd_ros.replay_eval import ReplayEvalError, _jsonable
+    from imkd_ros.replay_eval import ReplayEvalError
+
+    return cli_main(also=(DemoError, BagError, ReplayEvalError, ValueError), prog="imkd-demo")(_main)(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from imkd_ros.replay_eval import _jsonable
 
     args = build_parser().parse_args(argv)
     if args.samples < 2:
-        print("[demo] error: --samples must be >= 2", file=sys.stderr)
-        return 1
-    try:
-        result = run_demo(Path(args.out), args.checkpoint, args.random_init, args.samples, args.seed,
-                          args.image_size, args.sweeps, args.rate, args.score_min, args.domain_id,
-                          progress=not args.no_progress)
-    except (DemoError, CheckpointError, BagError, ReplayEvalError, NuScenesDataError, FileNotFoundError,
-            ValueError) as exc:
-        print(f"[demo] error: {exc}", file=sys.stderr)
-        return 1
+        raise DemoError("--samples must be >= 2")
+    result = run_demo(Path(args.out), args.checkpoint, args.random_init, args.samples, args.seed,
+                      args.image_size, args.sweeps, args.rate, args.score_min, args.domain_id,
+                      progress=not args.no_progress)
     out = Path(args.out)
     print((out / "metrics.md").read_text())
     print(f"wrote {out / 'metrics.md'}, {out / 'metrics.json'}, {out / 'bev.png'}, {out / 'camera.png'} "

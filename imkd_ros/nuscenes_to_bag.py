@@ -59,7 +59,11 @@ optical frames: z forward, x right, y down, as in nuScenes' calibration). Every 
 written at its header stamp (sample_data timestamp), all topics in one global time order.
 
 Robustness: sweeps are included where their files exist (the real subset has none); missing
-files are counted per channel and summarised, never an error. A corrupt input (not a JPEG, a
+files are counted per channel and summarised, never an error. Paths come only from inside
+--dataroot and go only inside --out: a sample_data record without a filename, or with an
+absolute or '..' one, is counted ("records skipped") and skipped like a corrupt file (or stops
+the run under --on-corrupt stop); a scene whose name is not one plain folder name ('../x') fails
+alone ("failed", exit 1), nothing written for it. A corrupt input (not a JPEG, a
 JPEG without EOI, a truncated or malformed PCD, a LiDAR .bin of odd size, an unreadable file) is
 reported by name and skipped (--on-corrupt skip, the default) or ends the run with exit code 2
 (--on-corrupt stop). A bag is written into `<out>/<scene>.partial/` and renamed to
@@ -115,6 +119,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from imkd_core.data.nuscenes import NuScenesDataError, sample_data_path
+from imkd_core.errors import UserError, cli_main, writable_dir
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
 from imkd_ros.cdr import CDR_HEADER, detection_array_cdr
 
@@ -202,6 +208,10 @@ class CorruptInputError(ValueError):
         return (type(self), (self.reason, self.path))
 
 
+class UnsafeSceneNameError(UserError, ValueError):
+    """A scene name that would place its bag outside the output folder."""
+
+
 @dataclass
 class ConvertOptions:
     """How a scene is converted (the CLI flags)."""
@@ -235,6 +245,7 @@ class ConversionStats:
     messages: dict[str, int] = field(default_factory=dict)  # topic -> count
     missing: dict[str, int] = field(default_factory=dict)  # channel -> files absent
     corrupt: list[str] = field(default_factory=list)  # paths of skipped corrupt files
+    refused: list[str] = field(default_factory=list)  # sample_data records skipped: no or unsafe filename
     input_bytes: int = 0  # bytes of the input files read
     output_bytes: int = 0
     seconds: float = 0.0
@@ -1083,6 +1094,7 @@ class ScenePlan:
     calib: dict[str, dict]  # channel -> calibrated_sensor record
     events: list[Event]
     missing: Counter
+    refused: list[str]  # "<token>: <reason>" of records without a usable filename (skipped)
     keyframes: dict[int, str]  # CAM_FRONT stamp ns -> sample token
     pose_stamps: np.ndarray  # (P,) ns, unique, sorted; the _POSE event seq indexes these arrays
     pose_positions: np.ndarray  # (P, 3) map frame
@@ -1136,6 +1148,7 @@ def plan_scene(nusc: Any, scene_name: str, options: ConvertOptions) -> ScenePlan
 
     events: list[Event] = []
     missing: Counter = Counter()
+    refused: list[str] = []
     poses: dict[int, str] = {}
     seq = 0
     root = str(nusc.dataroot)
@@ -1146,7 +1159,14 @@ def plan_scene(nusc: Any, scene_name: str, options: ConvertOptions) -> ScenePlan
                              rec["ego_pose_token"])
             if modality == "lidar" and not options.lidar:
                 continue
-            fname = os.path.join(root, rec["filename"])
+            try:  # no filename, or one that leaves the dataroot: counted and skipped like a corrupt file
+                fname = sample_data_path(root, rec, nusc.version)
+            except NuScenesDataError as exc:
+                if options.on_corrupt == "stop":
+                    raise CorruptInputError(str(exc)) from None
+                refused.append(str(exc))
+                _warn(f"[nuscenes_to_bag] sample_data record skipped: {exc}")
+                continue
             if not os.path.isfile(fname):
                 missing[ch] += 1
                 continue
@@ -1176,8 +1196,8 @@ def plan_scene(nusc: Any, scene_name: str, options: ConvertOptions) -> ScenePlan
     t0 = min(e.stamp for e in events) if events else int(samples[0]["timestamp"]) * 1000
     events.append(Event(t0, _TF_STATIC, 0, None))
     events.sort(key=lambda e: (e.stamp, e.kind, e.seq))
-    return ScenePlan(scene, channels, calib, events, missing, keyframes, pose_stamps, positions, rotations,
-                     linear, angular)
+    return ScenePlan(scene, channels, calib, events, missing, refused, keyframes, pose_stamps, positions,
+                     rotations, linear, angular)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1346,6 +1366,16 @@ def _write_bag(nusc: Any, plan: ScenePlan, bag_path: Path, options: ConvertOptio
     timings["close"] = clock() - t_close
 
 
+def bag_dir(out_dir: str | os.PathLike, scene_name: str) -> Path:
+    """`<out_dir>/<scene_name>`, refusing a scene name (from scene.json) that is not one plain folder
+    name: with '/', '..' or a NUL it would put the bag (and its .partial) outside --out."""
+    if (not scene_name or scene_name in (".", "..") or "/" in scene_name or "\\" in scene_name
+            or "\0" in scene_name):
+        raise UnsafeSceneNameError(f"scene name {scene_name!r} in scene.json is not a plain folder name "
+                                   "(empty, '.', '..', or holding '/', '\\' or NUL); refused, nothing written")
+    return Path(out_dir) / scene_name
+
+
 def convert_scene(nusc: Any, scene_name: str, out_dir: str | os.PathLike,
                   options: ConvertOptions | None = None) -> ConversionStats:
     """Convert one scene of a loaded `NuScenes` into the bag `<out_dir>/<scene_name>`.
@@ -1357,13 +1387,14 @@ def convert_scene(nusc: Any, scene_name: str, out_dir: str | os.PathLike,
     options = options or ConvertOptions()
     start = time.perf_counter()
     out = Path(out_dir)
-    final = out / scene_name
+    final = bag_dir(out, scene_name)
     stats = ConversionStats(scene=scene_name, bag=final)
     if final.exists() and not options.overwrite:
         stats.status = "exists"
         return stats
     plan = plan_scene(nusc, scene_name, options)
     stats.missing = dict(plan.missing)
+    stats.refused = list(plan.refused)
     stats.timings["plan"] = time.perf_counter() - start
     partial = out / f"{scene_name}.partial"
     if partial.exists():
@@ -1402,12 +1433,12 @@ _NUSC: Any = None  # the devkit handle shared with forked workers
 
 
 def load_nuscenes(dataroot: str | os.PathLike, version: str) -> Any:
-    """NuScenes(version, dataroot) with a clear error when the folder is not there."""
-    root = Path(dataroot)
-    if not (root / version).is_dir():
-        raise FileNotFoundError(f"no nuScenes tables at {root / version}")
-    from nuscenes.nuscenes import NuScenes
-    return NuScenes(version=version, dataroot=str(root), verbose=False)
+    """NuScenes(version, dataroot) through `imkd_core.data.nuscenes.load_nuscenes`: a missing
+    folder or table, a table that is not valid JSON (named) or a dangling reference is a clear
+    error (FileNotFoundError / NuScenesDataError)."""
+    from imkd_core.data.nuscenes import load_nuscenes as load
+
+    return load(str(dataroot), version)
 
 
 def _worker(scene: str, out_dir: str, options: ConvertOptions) -> ConversionStats:
@@ -1445,6 +1476,10 @@ def format_summary(results: Iterable[ConversionStats]) -> str:
     if corrupt:
         lines.append(f"corrupt files skipped ({len(corrupt)}):")
         lines += [f"  {p}" for p in corrupt]
+    refused = [x for r in results for x in r.refused]
+    if refused:
+        lines.append(f"sample_data records skipped, no usable filename ({len(refused)}):")
+        lines += [f"  {x}" for x in refused]
     return "\n".join(lines)
 
 
@@ -1471,30 +1506,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main(also=(ValueError,), prog="imkd-nuscenes-to-bag")
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns 0 on success, 2 when stopped by a corrupt input, 1 on errors."""
+    """CLI entry point: 0 on success, 1 when a scene failed, 2 on a user error (one line: bad flags,
+    missing/broken tables, an unwritable --out) or when stopped by a corrupt input."""
     global _NUSC
     args = build_parser().parse_args(argv)
-    try:
-        options = ConvertOptions(storage=args.storage, distro=args.distro, compression=args.compression,
-                                 lidar=not args.no_lidar, ground_truth=not args.no_gt,
-                                 on_corrupt=args.on_corrupt, overwrite=args.overwrite, fsync=not args.no_fsync,
-                                 progress=not args.no_progress and args.jobs <= 1)
-        if options.ground_truth:
-            require_vision_msgs(get_typestore(options.distro))  # fail early, before loading tables
-        t0 = time.perf_counter()
-        _NUSC = load_nuscenes(args.dataroot, args.version)
-        scenes = _parse_scenes(args.scenes, _NUSC)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"[nuscenes_to_bag] error: {exc}", file=sys.stderr)
-        return 1
-    except AssertionError as exc:  # the devkit asserts on inconsistent tables / missing map files
-        print(f"[nuscenes_to_bag] error: cannot load {args.version} from {args.dataroot}: {exc}", file=sys.stderr)
-        return 1
+    options = ConvertOptions(storage=args.storage, distro=args.distro, compression=args.compression,
+                             lidar=not args.no_lidar, ground_truth=not args.no_gt,
+                             on_corrupt=args.on_corrupt, overwrite=args.overwrite, fsync=not args.no_fsync,
+                             progress=not args.no_progress and args.jobs <= 1)
+    if options.ground_truth:
+        require_vision_msgs(get_typestore(options.distro))  # fail early, before loading tables
+    writable_dir(args.out)
+    t0 = time.perf_counter()
+    _NUSC = load_nuscenes(args.dataroot, args.version)
+    scenes = _parse_scenes(args.scenes, _NUSC)
     print(f"[nuscenes_to_bag] {len(scenes)} scene(s) of {args.version} -> {args.out} "
           f"({options.storage}, bag v{BAG_VERSIONS[options.distro]}/{options.distro}, "
           f"loaded tables in {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     results: list[ConversionStats] = []
     rc = 0
     try:
@@ -1517,8 +1547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 if s not in done and f.done() and not f.cancelled() and f.exception() is None]
                     raise
     except CorruptInputError as exc:
-        print(f"[nuscenes_to_bag] corrupt input, stopping (--on-corrupt stop): {exc.path}: {exc.reason}",
-              file=sys.stderr)
+        print(f"[nuscenes_to_bag] corrupt input, stopping (--on-corrupt stop): {exc}", file=sys.stderr)
         rc = 2
     except KeyboardInterrupt:
         print("[nuscenes_to_bag] interrupted; unfinished bags removed", file=sys.stderr)

@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 
 from imkd_core.atomic import atomic_write_text
+from imkd_core.errors import cli_main
 from imkd_core.frame import CAMERAS, CLASSES, RADARS, Detections
 from imkd_ros.replay import BagError, BagPlayer, bag_custom_data, bag_keyframes, bag_topics, open_bag
 
@@ -1080,11 +1081,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main(also=(BagError, ReplayEvalError, ValueError), prog="imkd-replay-eval")
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: 0 on success, 1 on an error (message on stderr)."""
-    from imkd_core.checkpoint import CheckpointError
-    from imkd_core.data.nuscenes import NuScenesDataError
-
+    """CLI entry point: 0 on success; a user error (bag, checkpoint, dataset, flags) is one line on
+    stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         report = run_replay_eval(
@@ -1094,9 +1094,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_detections=args.max_detections, frame_timeout=args.frame_timeout,
             startup_timeout=args.startup_timeout, domain_id=args.domain_id, device=args.device,
             progress=not args.no_progress)
-    except (BagError, CheckpointError, ReplayEvalError, FileNotFoundError, NuScenesDataError, ValueError) as exc:
-        print(f"[imkd-replay-eval] error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("[imkd-replay-eval] interrupted", file=sys.stderr)
         return 130

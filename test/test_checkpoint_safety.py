@@ -4,6 +4,7 @@ CheckpointError naming the file; train.py --resume on such a file stops with tha
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,8 +116,8 @@ def test_not_a_checkpoint_and_missing(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_resume_from_truncated_checkpoint_fails_clearly(tmp_path: Path,
-                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_resume_from_truncated_checkpoint_fails_clearly(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                        capsys: pytest.CaptureFixture) -> None:
     from train.train import main as train_main
 
     run = tmp_path / "run"
@@ -130,8 +131,10 @@ def test_resume_from_truncated_checkpoint_fails_clearly(tmp_path: Path,
             "--no-progress", "--out", str(run), "--resume"]
     threads = torch.get_num_threads()
     try:
-        with pytest.raises(SystemExit, match=r"last\.pt is corrupt, truncated"):
+        with pytest.raises(SystemExit) as info:
             train_main(args)
+        assert info.value.code == 2
+        assert re.search(r"^train\.py: error: checkpoint \S+last\.pt is corrupt, truncated", capsys.readouterr().err)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)

@@ -120,11 +120,11 @@ def test_cli_errors_are_clear(synthetic: dict[str, Any], tmp_path: Path) -> None
 
     bag, data, ckpt = str(synthetic["bag"]), str(synthetic["data"]), str(synthetic["ckpt"])
     r = run(str(tmp_path / "nobag"), "--checkpoint", ckpt, "--dataroot", data)
-    assert r.returncode == 1 and "bag not found" in r.stderr
+    assert r.returncode == 2 and "bag not found" in r.stderr
     r = run(bag, "--checkpoint", str(tmp_path / "none.pt"), "--dataroot", data)
-    assert r.returncode == 1 and "checkpoint not found" in r.stderr
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
     r = run(bag, "--checkpoint", ckpt, "--dataroot", str(tmp_path))
-    assert r.returncode == 1 and "v1.0-synth" in r.stderr
+    assert r.returncode == 2 and "v1.0-synth" in r.stderr
 
 
 def test_node_failure_is_reported(synthetic: dict[str, Any], tmp_path: Path) -> None:

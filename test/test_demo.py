@@ -35,7 +35,7 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         proc = _demo(out, "--checkpoint", str(SHIPPED))  # as `make demo`: the model is named explicitly
     else:
         missing = _demo(tmp_path / "no_ckpt")
-        assert missing.returncode == 1
+        assert missing.returncode == 2
         assert "imkd_tiny_demo.pt is not installed" in missing.stderr and "--checkpoint" in missing.stderr
         proc = _demo(out, "--random-init")
     assert proc.returncode == 0, proc.stderr[-3000:]

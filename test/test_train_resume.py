@@ -127,7 +127,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path, common_args: list
 
 
 def test_completed_run_resumes_as_a_no_op(tmp_path: Path, common_args: list[str],
-                                          reference_run: tuple[Path, dict]) -> None:
+                                          reference_run: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
     """--resume on a finished run does no step and keeps its metrics; without --resume an existing
     run dir is refused; a slim inference checkpoint of it loads in the Predictor."""
     from imkd_core.checkpoint import load_checkpoint
@@ -140,8 +140,9 @@ def test_completed_run_resumes_as_a_no_op(tmp_path: Path, common_args: list[str]
     full, ref = reference_run
     run = tmp_path / "run"
     shutil.copytree(full, run)
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(SystemExit) as info:
         train_main([*map(str, common_args), "--out", str(run)])
+    assert info.value.code == 2 and "pass --resume to continue" in capsys.readouterr().err
     again = run_train([*common_args, "--out", run, "--resume"])
     assert again["steps"] == ref["steps"] == TOTAL_STEPS
     assert again["final"] == ref["final"] and again["best_nds"] == ref["best_nds"]

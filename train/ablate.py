@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from imkd_core.atomic import atomic_write_text  # noqa: E402
+from imkd_core.errors import cli_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train" / "train.py"
@@ -110,7 +111,7 @@ def run_command(args: argparse.Namespace, name: str, model: str, kd: str | None,
            "--version", args.version, "--train-scenes", *args.train_scenes, "--val-scenes", *args.val_scenes,
            "--max-steps", str(steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
            "--num-workers", str(args.num_workers), "--val-every", "0", "--device", args.device,
-           "--out", str(Path(args.out) / name), "--resume", "--no-progress"]
+           "--out", str(Path(args.out) / name), "--resume", "auto", "--no-progress"]
     for item in args.overrides:
         cmd += ["--set", item]
     if lr is not None:
@@ -264,6 +265,7 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
     return doc
 
 
+@cli_main(prog="ablate.py")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     command = this_command(argv)

@@ -27,6 +27,7 @@ from tqdm import tqdm  # noqa: E402
 
 from imkd_core.config import get_config  # noqa: E402
 from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes  # noqa: E402
+from imkd_core.errors import cli_main  # noqa: E402
 from imkd_core.preprocess import jpeg_reduction  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "nuscenes"
@@ -52,6 +53,7 @@ def time_pass(reader: NuScenesReader, desc: str) -> float:
     return time.perf_counter() - t0
 
 
+@cli_main(prog="bench_reader.py")
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     tmp = None

@@ -25,6 +25,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from tqdm import tqdm  # noqa: E402
 
 from imkd_core.data.nuscenes import NuScenesReader  # noqa: E402
+from imkd_core.device import resolve_device  # noqa: E402
+from imkd_core.errors import cli_main, writable_dir  # noqa: E402
 from imkd_core.evaluate import detections_to_results, evaluate, format_metrics, gt_as_predictions  # noqa: E402
 
 
@@ -40,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="model config name or YAML (default: the checkpoint's)")
     p.add_argument("--shift-m", type=float, default=0.0, help="shift every GT prediction X m to the ego's left")
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples (smoke runs)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="eval_out", help="output folder (results_nusc.json, metrics_summary.json)")
     p.add_argument("--quiet", action="store_true", help="no devkit progress output")
     args = p.parse_args(argv)
@@ -63,7 +65,7 @@ def predict_results(args: argparse.Namespace) -> tuple[NuScenesReader, dict[str,
     from imkd_core.predict import Predictor  # written alongside; imported lazily on purpose
     from imkd_core.preprocess import jpeg_reduction
 
-    predictor = Predictor(config=args.config, checkpoint=args.checkpoint, device=args.device)
+    predictor = Predictor(config=args.config, checkpoint=args.checkpoint, device=resolve_device(args.device))
     nusc = load_nuscenes(args.dataroot, args.version)
     data_cfg = getattr(getattr(predictor, "config", None), "data", None)
     reduction, radar_sweeps = 1, 6
@@ -92,8 +94,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+@cli_main(prog="evaluate.py")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; a bad checkpoint, config, dataset table, device or --out is one line on
+    stderr and exit status 2."""
     args = parse_args(argv)
+    resolve_device(args.device)
+    writable_dir(args.out)
     t0 = time.time()
     if args.gt_as_predictions:
         reader = NuScenesReader(args.dataroot, args.version, scenes=args.scenes, load_lidar=False)

@@ -47,8 +47,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from imkd_core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from imkd_core.checkpoint import CheckpointError, load_checkpoint, load_weights  # noqa: E402
 from imkd_core.config import IMKDConfig, get_config  # noqa: E402
+from imkd_core.errors import cli_main, writable_dir  # noqa: E402
 from imkd_core.models import export as model_export  # noqa: E402
 from imkd_core.models.detector import Student  # noqa: E402
 from imkd_core.models.export import INPUTS, StudentGraph, graph_inputs, output_names  # noqa: E402
@@ -78,7 +79,7 @@ def load_student(checkpoint: str | None, config: str | None) -> Student:
             raise CheckpointError(f"{checkpoint}: export needs a student checkpoint, got {payload['kind']!r}")
         cfg = IMKDConfig.from_dict(payload["config"]) if config is None else get_config(config)
         model = Student(cfg, load_pretrained=False)
-        model.load_state_dict(payload["model"])
+        load_weights(model, payload["model"], checkpoint, cfg.name)
     else:
         torch.manual_seed(0)
         model = Student(get_config(config or "tiny"), load_pretrained=False)
@@ -234,8 +235,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@cli_main(prog="export.py")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; a bad checkpoint, config or --out is one line on stderr and exit status 2."""
     args = parse_args(argv)
+    writable_dir(args.out)
     report = run(args)
     worst = max([report[k]["max_abs_diff"] for k in ("onnx", "torchscript") if k in report] + [0.0])
     report["ok"] = worst <= args.tol

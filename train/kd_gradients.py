@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from imkd_core.checkpoint import load_checkpoint  # noqa: E402
 from imkd_core.config import get_config  # noqa: E402
+from imkd_core.errors import cli_main  # noqa: E402
 from imkd_core.models.detector import Student  # noqa: E402
 from imkd_core.preprocess import collate  # noqa: E402
 from train import train as T  # noqa: E402
@@ -49,6 +50,7 @@ def gradient_norms(student: Student, teacher: torch.nn.Module, batches: list[dic
             for k, v in acc.items()}
 
 
+@cli_main(prog="kd_gradients.py")
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataroot", required=True)

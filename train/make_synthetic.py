@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from tqdm import tqdm  # noqa: E402
 
 from imkd_core.data.synthetic import SyntheticConfig, generate, parse_image_size  # noqa: E402
+from imkd_core.errors import cli_main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_main(prog="make_synthetic.py")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -58,8 +58,10 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 from imkd_core.atomic import atomic_copy, atomic_path, atomic_write_text  # noqa: E402
-from imkd_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from imkd_core.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint  # noqa: E402
 from imkd_core.config import ConfigError, IMKDConfig, get_config  # noqa: E402
+from imkd_core.device import resolve_device  # noqa: E402
+from imkd_core.errors import UserError, cli_main, writable_dir  # noqa: E402
 from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
 from imkd_core.preprocess import collate  # noqa: E402
 
@@ -67,6 +69,11 @@ KD_TERMS = ("l1", "l2", "l3", "resp", "init")
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 SLIM_KEYS = ("kind", "config", "model")
+# Files of a run in --out: a fresh start never replaces them without --force.
+RUN_FILES = ("last.pt", "best.pt", LOG_NAME, SUMMARY_NAME)
+# Flags that decide the optimisation: a resume keeps the run's values unless --force says otherwise.
+RESUME_FIXED = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule",
+                "min_lr_ratio", "clip_grad", "seed", "amp", "amp_dtype", "train_scenes")
 
 
 # ============================================================================ arguments
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop cleanly (checkpoint + validation) after this many minutes of training")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("hardware")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one that exists here)")
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (float16 autocast + GradScaler)")
     g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -114,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across DDP processes")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="run directory")
-    g.add_argument("--resume", action="store_true", help="continue from --out/last.pt (fresh start if absent)")
+    g.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"), default=None,
+                   help="continue from --out/last.pt (an error when it is absent); '--resume auto': continue "
+                        "when last.pt exists, else start afresh in an --out that holds no earlier run")
+    g.add_argument("--force", action="store_true",
+                   help="with --resume: apply changed optimisation flags (--lr, --batch-size, --seed, ...; "
+                        "recorded in log.jsonl); without a last.pt to continue: start afresh over an earlier "
+                        "run's files in --out (replaced, and said so)")
     g.add_argument("--val-every", type=int, default=1, help="validate every N epochs (0 = only at the end)")
     g.add_argument("--val-batch-size", type=int, default=1)
     g.add_argument("--ckpt-every", type=int, default=0, help="also write last.pt every N steps (0 = epoch ends)")
@@ -208,15 +221,15 @@ class DistEnv:
 def init_distributed(device_arg: str) -> DistEnv:
     """Single process, or the torchrun environment (RANK / WORLD_SIZE / LOCAL_RANK): NCCL on CUDA,
     gloo on CPU, one GPU per process."""
-    want_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
-    if device_arg == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
+    requested = resolve_device(device_arg)  # DeviceError for 'tpu', 'cuda' without CUDA, ...
+    want_cuda = requested.type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if want_cuda:
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
+        index = local if world > 1 or requested.index is None else requested.index
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
     else:
         device = torch.device("cpu")
     env = DistEnv(rank, world, local, device)
@@ -448,11 +461,63 @@ def load_teacher(path: str, student_cfg: IMKDConfig, device: torch.device) -> Te
                           f"differ from the student's ({student_cfg.grid}, {student_cfg.model.bev_channels})")
     # I_L is built with the student's distillation settings (intensity_sigma)
     teacher = Teacher(dataclasses.replace(tcfg, distill=student_cfg.distill))
-    try:
-        teacher.load_state_dict(payload["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"--teacher {path}: weights do not fit its config: {e}") from e
+    load_weights(teacher, payload["model"], f"--teacher {path}", tcfg.name)
     return teacher.to(device).freeze()
+
+
+def check_run_dir(args: argparse.Namespace, out: Path) -> bool:
+    """Decide between continuing and starting afresh before anything is written; True = resume.
+
+    --resume needs a last.pt (unless --force); a fresh start (no --resume, '--resume auto' without
+    a last.pt, or --force) never replaces an earlier run's last.pt/best.pt/log.jsonl/summary.json
+    without --force. UserError otherwise, naming the files."""
+    last = out / "last.pt"
+    if last.exists():
+        if args.resume:
+            return True
+        if not args.force:
+            raise UserError(f"{last} exists: pass --resume to continue that run, --force to start afresh over "
+                            "it, or choose a new --out")
+    elif args.resume == "yes" and not args.force:
+        raise UserError(f"--resume: {last} does not exist, nothing to continue (use '--resume auto' to start "
+                        "afresh when there is none, or --force)")
+    earlier = [n for n in RUN_FILES if (out / n).exists()]
+    if earlier and not args.force:
+        raise UserError(f"{out} holds files of an earlier run ({', '.join(earlier)}) but no last.pt to continue: "
+                        "a fresh start would replace them; pass --force to do so, or choose a new --out")
+    return False
+
+
+def clear_run_dir(out: Path) -> list[str]:
+    """Remove an earlier run's files (a forced fresh start) -> their names."""
+    gone = [n for n in (*RUN_FILES, "loss_curve.png") if (out / n).exists()]
+    for n in gone:
+        (out / n).unlink()
+    return gone
+
+
+def changed_flags(saved: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, list[Any]]:
+    """{flag: [run's value, this command's value]} of the RESUME_FIXED flags that differ."""
+    if not saved:  # a checkpoint without recorded arguments: nothing to compare
+        return {}
+    now = _plain_args(args)
+    return {k: [saved[k], now[k]] for k in RESUME_FIXED if k in saved and saved[k] != now.get(k)}
+
+
+def apply_forced(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+                 args: argparse.Namespace, step: int) -> None:
+    """After loading a checkpoint's optimiser and scheduler (--resume --force): this command's peak
+    lr and weight decay replace the run's; the schedule is this command's lambda (LambdaLR does not
+    store lambdas), so the next step uses lr = --lr x lr_factor(step) of the new schedule."""
+    sched.base_lrs = [args.lr for _ in opt.param_groups]
+    for i, group in enumerate(opt.param_groups):
+        group["initial_lr"] = args.lr
+        group["weight_decay"] = args.weight_decay if i == 0 else 0.0  # param_groups(): decay, no-decay
+        group["lr"] = args.lr * sched.lr_lambdas[i](sched.last_epoch)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -661,8 +726,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.time()
     out = Path(args.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.exists() and not args.resume:
-        raise SystemExit(f"{last_path} exists: pass --resume to continue that run, or choose a new --out")
+    will_resume = check_run_dir(args, out)
     env = init_distributed(args.device)
     device = env.device
     if args.threads:
@@ -681,10 +745,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     dc = cfg.distill
     needs_teacher = args.model == "student" and dc.needs_teacher
     if needs_teacher and not args.teacher:
-        raise SystemExit(f"--model student with KD terms {[t for t in KD_TERMS if getattr(dc, t)]} needs "
+        raise UserError(f"--model student with KD terms {[t for t in KD_TERMS if getattr(dc, t)]} needs "
                          "--teacher CKPT (or --kd none / --kd l3)")
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        writable_dir(out)
+        if not will_resume and (gone := clear_run_dir(out)):
+            print(f"--force: starting afresh in {out}; removed the earlier run's {', '.join(gone)}", file=sys.stderr)
     barrier(env)
 
     # ---------------------------------------------------------------- data
@@ -694,7 +760,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                           seed=args.seed)
     steps_per_epoch = sampler.num_samples // args.batch_size
     if steps_per_epoch < 1:
-        raise SystemExit(f"{len(train_ds)} training samples cannot fill one batch of {args.batch_size} on each of "
+        raise UserError(f"{len(train_ds)} training samples cannot fill one batch of {args.batch_size} on each of "
                          f"{env.world_size} processes")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, min(500, total_steps // 20))
@@ -736,12 +802,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     best: dict[str, Any] = {"NDS": None, "step": None}
     val_history: list[dict[str, Any]] = []
     resumed = False
-    if args.resume and last_path.exists():
+    forced: dict[str, list[Any]] = {}
+    if will_resume:
         ck = load_checkpoint(last_path, map_location="cpu")
         if ck["kind"] != args.model:
-            raise SystemExit(f"--resume: {last_path} is a {ck['kind']} checkpoint, not {args.model}")
+            raise UserError(f"--resume: {last_path} is a {ck['kind']} checkpoint, not {args.model}")
         if ck["config"] != cfg.to_dict():
-            raise SystemExit(f"--resume: the config of {last_path} differs from this run's config/--set/--kd")
+            raise UserError(f"--resume: the config of {last_path} differs from this run's config/--set/--kd")
+        forced = changed_flags(ck.get("args"), args)
+        if ck.get("total_steps") != total_steps:
+            forced["total_steps"] = [ck.get("total_steps"), total_steps]
+        if forced and not args.force:
+            what = [f"{_flag(k)} {new!r} (the run has {old!r})" for k, (old, new) in forced.items()
+                    if k != "total_steps"] or [f"{total_steps} steps (the run has {ck.get('total_steps')})"]
+            raise UserError(f"--resume: this command changes {', '.join(what)} of {last_path}; repeat the run's "
+                            f"values, or pass --force to apply them from step {ck['step']} (recorded in {LOG_NAME})")
         raw.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -751,9 +826,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         elapsed_prev = float(ck.get("elapsed_s", 0.0))
         best = dict(ck.get("best", best))
         val_history = list(ck.get("val_history", []))
-        if ck.get("total_steps") != total_steps:
-            raise SystemExit(f"--resume: {last_path} was a {ck.get('total_steps')}-step run, this one has "
-                             f"{total_steps} steps (keep --max-steps/--epochs/--batch-size and the scenes)")
+        if forced:  # --force: this command's optimisation flags from here on
+            apply_forced(opt, sched, args, step)
+            if "batch_size" in forced:  # keep the position in the epoch in samples
+                step_in_epoch = step_in_epoch * int(forced["batch_size"][0]) // args.batch_size
         rngs = ck.get("rng") or []
         if len(rngs) == env.world_size:
             set_rng_state(rngs[env.rank])
@@ -762,7 +838,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                   f"{env.world_size}: RNG reseeded", file=sys.stderr)
         resumed = True
         if env.is_main:
-            print(f"resumed {last_path}: step {step}/{total_steps}, epoch {epoch}", file=sys.stderr)
+            applied = [f"{_flag(k)} {o!r} -> {n!r}" for k, (o, n) in forced.items() if k != "total_steps"]
+            print(f"resumed {last_path}: step {step}/{total_steps}, epoch {epoch}"
+                  + (f"; --force applied {', '.join(applied)}" if applied else ""), file=sys.stderr)
     if step_in_epoch >= steps_per_epoch:
         epoch, step_in_epoch = epoch + 1, 0
 
@@ -772,6 +850,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             model, device_ids=[env.local_rank] if device.type == "cuda" else None)
 
     log = JsonlLog(out / LOG_NAME, truncate_after_step=step if resumed else None) if env.is_main else None
+    if forced and log is not None:  # what --force changed, where the log can show it
+        log.write({"type": "resume", "step": step, "epoch": epoch, "forced": forced})
     stop = _StopFlag()
     stop.install()
     budget_s = args.time_budget_min * 60.0
@@ -926,17 +1006,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+@cli_main(prog="train.py")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; a user error (bad flag, checkpoint, config, dataset, --out, device, a run
+    directory it must not overwrite) ends it with one line on stderr and exit status 2."""
     args = parse_args(argv)
     if args.slim:
         path = slim_checkpoint(*args.slim)
         summary = {"slim": str(path), "bytes": path.stat().st_size}
         print(json.dumps(summary))
         return summary
-    try:
-        summary = train(args)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from e
+    summary = train(args)
     if summary:
         print(json.dumps(_jsonable(summary)), flush=True)
     return summary

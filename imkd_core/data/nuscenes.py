@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imkd_core.errors import UserError
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS, GroundTruth, SensorFrame
 from imkd_core.geometry import quat_to_matrix
 from imkd_core.preprocess import decode_image, reduced_intrinsics
@@ -40,8 +41,12 @@ _ALL_DYNPROP_STATES = list(range(8))
 _ALL_AMBIG_STATES = list(range(5))
 
 
-class NuScenesDataError(RuntimeError):
+class NuScenesDataError(UserError, RuntimeError):
     """A nuScenes table is missing, unparsable or references a record that does not exist."""
+
+
+class SceneSelectionError(UserError, ValueError):
+    """A scene name or pattern that selects nothing in the dataset."""
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -112,6 +117,22 @@ def read_radar_pcd(path: str) -> np.ndarray:
     return points
 
 
+# ----------------------------------------------------------------------------- file names
+def sample_data_path(dataroot: str | os.PathLike, sd: dict, version: str = "") -> str:
+    """`<dataroot>/<sd['filename']>`, after checking the record: NuScenesDataError naming the table
+    and token when `filename` is absent or empty, absolute, or has a '..' component (a table must
+    not make a tool read files outside the dataroot). Symbolic links inside the dataroot are
+    followed: nuScenes folders are commonly linked in from other disks."""
+    table = f"{version}/sample_data.json" if version else "sample_data.json"
+    name = sd.get("filename")
+    if not isinstance(name, str) or not name:
+        raise NuScenesDataError(f"{table}: record {sd.get('token')!r} has no 'filename'")
+    if osp.isabs(name) or ".." in name.split("/") or "\0" in name:
+        raise NuScenesDataError(f"{table}: record {sd.get('token')!r} has filename {name!r}, which leaves the "
+                                f"dataroot (absolute or '..'); refused")
+    return osp.join(str(dataroot), name)
+
+
 # ----------------------------------------------------------------------------- loading / scenes
 def _find_version_folders(dataroot: str) -> list[str]:
     if not osp.isdir(dataroot):
@@ -159,8 +180,8 @@ def resolve_scenes(nusc: NuScenes, spec: str | Iterable[str] | None = "all") -> 
     """Scene names selected by `spec`, in dataset order.
 
     spec: None or 'all'; a name; shell-style patterns ('synth-train-*'); a list of those, or one
-    comma-separated string. An unknown name or a pattern matching nothing raises ValueError listing
-    the available scenes.
+    comma-separated string. An unknown name or a pattern matching nothing raises
+    SceneSelectionError (a ValueError) listing the available scenes.
     """
     available = [s["name"] for s in nusc.scene]
     if spec is None:
@@ -168,7 +189,7 @@ def resolve_scenes(nusc: NuScenes, spec: str | Iterable[str] | None = "all") -> 
     items = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p).strip() for p in spec]
     items = [p for p in items if p]
     if not items:
-        raise ValueError("empty scene selection")
+        raise SceneSelectionError("empty scene selection")
     if items == ["all"]:
         return available
     chosen: set[str] = set()
@@ -179,7 +200,8 @@ def resolve_scenes(nusc: NuScenes, spec: str | Iterable[str] | None = "all") -> 
             hits = [item] if item in available else []
         if not hits:
             shown = ", ".join(available[:50]) + (f", ... ({len(available)} in all)" if len(available) > 50 else "")
-            raise ValueError(f"scene {item!r} not found in {nusc.version} at {nusc.dataroot}; available: {shown}")
+            raise SceneSelectionError(f"scene {item!r} not found in {nusc.version} at {nusc.dataroot}; "
+                                      f"available: {shown}")
         chosen.update(hits)
     return [name for name in available if name in chosen]
 
@@ -277,7 +299,7 @@ class NuScenesReader:
         return pose_matrix(ep["translation"], ep["rotation"])
 
     def _path(self, sd: dict) -> str:
-        return osp.join(self.dataroot, sd["filename"])
+        return sample_data_path(self.dataroot, sd, self.version)
 
     def _require(self, sd: dict, channel: str, sample_token: str) -> str:
         path = self._path(sd)
@@ -424,7 +446,7 @@ class NuScenesReader:
             try:
                 img = decode_image(data, self.image_reduction)
             except ValueError as exc:
-                raise ValueError(f"cannot decode nuScenes image {path}: {exc}") from None
+                raise NuScenesDataError(f"cannot decode nuScenes image {path}: {exc}") from None
             sensor_to_ego = self._sensor_pose(sd)
             K = self._intrinsic.get(sd["calibrated_sensor_token"])
             if K is None:
