@@ -192,7 +192,7 @@ def make_backend(backend: str, precision: str, model: Student, device: torch.dev
     return TorchScriptBackend(model, example, device)
 
 
-def compare_detections(ref: Detections, got: Detections, threshold: float, score_tol: float = 0.0,
+def detection_parity(ref: Detections, got: Detections, threshold: float, score_tol: float = 0.0,
                        gate_m: float = 1.0, max_detections: int | None = None) -> dict[str, Any]:
     """How far `got` (a backend's Detections) is from `ref` (eager fp32) for one frame.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from imkd_core.backends import compare_detections, unsupported
+from imkd_core.backends import detection_parity, unsupported
 from imkd_core.config import ConfigError
 from imkd_core.frame import SensorFrame
 from imkd_core.predict import Predictor
@@ -83,7 +83,7 @@ def test_backends_match_eager_fp32(predictors: dict, data: str) -> None:
             for backend, precision in CASES:
                 got = predictors[(backend, precision)].predict(frame)
                 tol = TOL[precision]
-                c = compare_detections(want, got, SCORE_THRESHOLD, tol["score_tol"], max_detections=MAX_DETECTIONS)
+                c = detection_parity(want, got, SCORE_THRESHOLD, tol["score_tol"], max_detections=MAX_DETECTIONS)
                 where = f"{data} frame {k} {backend} {precision}: {c}"
                 assert c["count_ok"] and c["unpaired_firm"] == 0, where
                 if precision == "fp32":
@@ -107,7 +107,7 @@ def test_graph_backends_take_degenerate_frames(predictors: dict) -> None:
     for case in (("onnxruntime", "fp32"), ("torchscript", "fp32")):
         p = predictors[case]
         got = p.predict(frame)
-        c = compare_detections(want, got, SCORE_THRESHOLD, max_detections=MAX_DETECTIONS)
+        c = detection_parity(want, got, SCORE_THRESHOLD, max_detections=MAX_DETECTIONS)
         assert c["count_ok"] and c["pairs"] == len(want) and c["max_centre_m"] <= 1e-3, (case, c)
         assert {"preprocess", "pool_indices", "graph", "decode", "total"} <= set(p.last_timing)
 
@@ -125,3 +125,19 @@ def test_unsupported_choices_fail_with_one_clear_message(backend, precision, dev
         Predictor(checkpoint=tmp_path / "absent.pt", device=device, backend=backend, precision=precision)
     assert unsupported("torch", "bf16", torch.device("cpu")) is None
     assert unsupported("onnxruntime", "fp32", torch.device("cpu")) is None
+
+
+@pytest.mark.ros
+def test_node_passes_backend_and_precision_to_the_predictor(tmp_path) -> None:
+    """The node's backend/precision parameters reach the Predictor: a combination it cannot run
+    stops the node at start with exit code 2 and one line naming the reason, no traceback."""
+    from imkd_ros.detector_node import default_params, validate_params
+    from imkd_ros.testing import NodeProcess
+
+    errors = "\n".join(validate_params({**default_params(), "backend": "tensorrt", "precision": "int8"}))
+    assert "backend" in errors and "precision" in errors
+    with NodeProcess({"device": "cpu", "backend": "onnxruntime", "precision": "bf16"}, tmp_path / "node.log") as node:
+        code = node.wait(timeout=120)
+        out = node.output()
+    assert code == 2, out
+    assert "cannot start" in out and "onnxruntime runs fp32 only" in out and "Traceback" not in out, out

@@ -21,7 +21,7 @@ each other, which a deployed node never does). `ms_p50`/`ms_p95` time the backen
 network, incl. the pool-index lookup and host/device copies), `ratio` = ms_p50 / torch_fp32's;
 decoding, shared Python for all, is timed apart (`decode_ms_p50`; `ratio_with_decode` compares
 network + decoding). Each also reports how far its outputs are from torch_fp32's (max abs
-diff of the head outputs; detections paired by imkd_core.backends.compare_detections).
+diff of the head outputs; detections paired by imkd_core.backends.detection_parity).
 Prints tables and, as its LAST line, one JSON object (`backends`: {name: {ms_p50, ms_p95, ratio, ...}}).
 """
 
@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from imkd_core.backends import BACKENDS, PRECISIONS, compare_detections, make_backend, unsupported  # noqa: E402
+from imkd_core.backends import BACKENDS, PRECISIONS, detection_parity, make_backend, unsupported  # noqa: E402
 from imkd_core.config import get_config  # noqa: E402
 from imkd_core.frame import Detections  # noqa: E402
 from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
@@ -111,7 +111,7 @@ def time_backends(model: Student, batch: dict, device: torch.device, names: list
         for n, heads in results.items():
             diff = max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(heads, ref_heads)
                        for k in ("hm", "box"))
-            c = compare_detections(ref_dets, _dets(model, heads), m.score_threshold, 0.02 if n.endswith("16") else 0.0,
+            c = detection_parity(ref_dets, _dets(model, heads), m.score_threshold, 0.02 if n.endswith("16") else 0.0,
                                    max_detections=m.max_detections)
             out[n].update(max_abs_diff=diff, detections={k: c[k] for k in ("n_ref", "n_got", "pairs", "count_ok",
                                                                             "max_centre_m", "max_score")})
