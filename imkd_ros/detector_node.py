@@ -238,7 +238,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "torch", "Inference backend: torch (eager), onnxruntime (graph exported at start), "
               "torchscript.", "torch | onnxruntime | torchscript",
               lambda v: v in ("torch", "onnxruntime", "torchscript")),
-    ParamSpec("precision", "fp32", "Inference precision: fp32, fp16 (CUDA), bf16 (torch backend only).",
+    ParamSpec("precision", "fp32",
+              "Inference precision: fp32, fp16 (CUDA), bf16; fp16 and bf16 with backend torch only.",
               "fp32 | fp16 | bf16", lambda v: v in ("fp32", "fp16", "bf16")),
     ParamSpec("warmup", True, "Run one dummy frame at start so the first real frame is not slow.", "", None),
     ParamSpec("score_threshold", 0.3, "Detections scoring below are not published (run-time changeable).",
