@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test demo bench lint lock clean
+.PHONY: setup test demo bench bench-gpu lint lock clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -19,9 +19,14 @@ demo: setup
 
 bench: setup
 	$(PY) train/bench_model.py --config tiny
+	$(PY) train/bench_model.py --config paper_r50_256x704 --iters 5 --warmup 1
 	$(PY) train/bench_reader.py
 	$(PY) train/bench_node.py
 	$(PY) train/bench_converter.py
+
+# On a CUDA machine: paper config per backend/precision, the node's model time, AMP training (< 8 min).
+bench-gpu: setup
+	$(PY) train/bench_gpu.py
 
 lock: setup
 	$(PY) -m pip freeze --exclude-editable | grep -v '^cv-bridge' > tools/constraints.txt

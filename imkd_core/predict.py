@@ -3,6 +3,8 @@
 Uses exactly the training preprocessing (frame_to_inputs + collate, no augmentation), the
 Student's calibration-keyed BEV-pool index cache, torch.inference_mode, and a weights_only
 checkpoint load. Deterministic on CPU: the same frame gives identical output.
+The network runs through a backend (imkd_core.backends: eager torch, ONNX Runtime, TorchScript)
+at a precision (fp32, fp16, bf16); preprocessing, pool indices and decoding are the same for all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imkd_core.backends import make_backend, unsupported
 from imkd_core.checkpoint import CheckpointError, load_checkpoint
 from imkd_core.config import ConfigError, IMKDConfig, get_config
 from imkd_core.frame import Detections, SensorFrame
@@ -37,11 +40,17 @@ class Predictor:
     config: IMKDConfig, preset name or YAML path; None = the checkpoint's config.
     checkpoint: a student checkpoint (imkd_core.checkpoint format). Without one, a randomly
     initialised model is built, which is allowed only with an explicit config (benchmarks).
+    backend: torch | onnxruntime | torchscript; precision: fp32 | fp16 | bf16 where the backend
+    and device support it (imkd_core.backends.unsupported says why not: ConfigError).
     """
 
     def __init__(self, config: IMKDConfig | str | None = None, checkpoint: str | Path | None = None,
-                 device: str | torch.device = "auto") -> None:
+                 device: str | torch.device = "auto", backend: str = "torch", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
+        why = unsupported(backend, precision, self.device)
+        if why:  # before the checkpoint is read: a wrong choice costs nothing
+            raise ConfigError(why)
+        self.backend_name, self.precision = backend, precision
         payload = None
         if checkpoint is not None:
             payload = load_checkpoint(checkpoint)
@@ -65,6 +74,10 @@ class Predictor:
         else:
             log.warning("Predictor: no checkpoint, using randomly initialised weights (benchmark only)")
         self.model.to(self.device).eval()
+        t0 = time.perf_counter()
+        self.backend = make_backend(backend, precision, self.model, self.device)
+        if backend != "torch":
+            log.info("Predictor: %s backend ready in %.1f s", backend, time.perf_counter() - t0)
         self.last_timing: dict[str, float] = {}
 
     @property
@@ -84,9 +97,9 @@ class Predictor:
             torch.cuda.synchronize()
         timing: dict[str, float] = {"preprocess": (time.perf_counter() - t0) * 1e3}
         with torch.inference_mode():
-            out = self.model(batch, timings=timing)
+            heads = self.backend(batch, timing)
             t1 = time.perf_counter()
-            boxes, scores, labels = self.model.decode(out)[0]
+            boxes, scores, labels = self.model.decode({"heads": heads})[0]
             boxes, scores, labels = boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
         timing["decode"] = (time.perf_counter() - t1) * 1e3
         bev_aug = inputs["bev_aug"].astype(np.float64)

@@ -252,6 +252,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.",
               "auto | cpu | cuda | cuda:N", lambda v: v in ("auto", "cpu", "cuda") or
               (v.startswith("cuda:") and v[5:].isdigit())),
+    ParamSpec("backend", "torch", "Inference backend: torch (eager), onnxruntime (graph exported at start), "
+              "torchscript.", "torch | onnxruntime | torchscript",
+              lambda v: v in ("torch", "onnxruntime", "torchscript")),
+    ParamSpec("precision", "fp32",
+              "Inference precision: fp32, fp16 (CUDA), bf16; fp16 and bf16 with backend torch only.",
+              "fp32 | fp16 | bf16", lambda v: v in ("fp32", "fp16", "bf16")),
     ParamSpec("warmup", True, "Run one dummy frame at start so the first real frame is not slow.", "", None),
     ParamSpec("score_threshold", 0.3, "Detections scoring below are not published (run-time changeable).",
               "[0, 1)", lambda v: 0.0 <= v < 1.0, dynamic=True, float_range=(0.0, 1.0)),
@@ -551,7 +557,8 @@ class DetectorNode(Node):
         if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
             raise NodeConfigError(f"device = {dev!r}: only {torch.cuda.device_count()} CUDA device(s)")
         try:
-            predictor = Predictor(config=self.p["model_config"] or None, checkpoint=ckpt, device=dev)
+            predictor = Predictor(config=self.p["model_config"] or None, checkpoint=ckpt, device=dev,
+                                  backend=self.p["backend"], precision=self.p["precision"])
         except (CheckpointError, ConfigError) as e:
             raise NodeConfigError(f"cannot load the model: {e}") from e
         except Exception as e:  # noqa: BLE001 - e.g. a CUDA error: report it as a start-up failure

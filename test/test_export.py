@@ -46,3 +46,38 @@ def test_student_export_parity(tmp_path: Path) -> None:
     assert report["frustum_cells"][0] != report["frustum_cells"][1]
     assert report["onnx"]["opset"] >= 17
     assert len(report["onnx"]["graph_inputs"]) == 9  # images ... radar_mask + the three pool-index vectors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["tiny", "paper_r50_256x704"])
+def test_both_configs_export_with_their_config(tmp_path: Path, config: str) -> None:
+    """Random weights of each preset: the files export, match PyTorch on a second frame with a
+    camera masked (dynamic camera mask), and carry the config they were made from. (The paper
+    config exports ONNX only here, to keep the suite fast; TorchScript traces the same graph.)"""
+    import json
+
+    import onnx
+
+    from imkd_core.config import IMKDConfig, get_config
+    from train.export import main as export_main
+
+    grad = torch.is_grad_enabled()
+    try:
+        report = export_main(["--config", config, "--out", str(tmp_path)]
+                             + (["--no-torchscript"] if config != "tiny" else []))
+    finally:
+        torch.set_grad_enabled(grad)
+    assert report["ok"] and report["config"] == config
+    assert report["camera_masks"][0] != report["camera_masks"][1]
+    kinds = ("torchscript", "onnx") if config == "tiny" else ("onnx",)
+    for kind in kinds:
+        assert report[kind]["max_abs_diff"] < 1e-4, (kind, report[kind])
+        assert report[kind]["detections"]["same_labels"]
+    meta = {p.key: p.value for p in onnx.load(report["onnx"]["path"], load_external_data=False).metadata_props}
+    assert IMKDConfig.from_dict(json.loads(meta["imkd_config"])).to_dict() == get_config(config).to_dict()
+    assert json.loads(meta["imkd_outputs"])[-1] == "I_hat"
+    if "torchscript" in report:
+        extra = {"imkd.json": ""}
+        torch.jit.load(report["torchscript"]["path"], _extra_files=extra)
+        assert json.loads(json.loads(extra["imkd.json"])["imkd_config"])["name"] == config
+    assert not list(tmp_path.glob("*.partial"))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Per-module latency of the IMKD student, parameter count, and the cached vs uncached BEV pool.
+"""Per-module latency of the IMKD student, parameter count, the cached vs uncached BEV pool, and
+every inference backend side by side.
 
     python train/bench_model.py --config tiny|paper_r50_256x704 [--device cpu|cuda] [--fp16]
                                 [--iters N] [--threads T] [--train-step] [--clock wall|process]
+                                [--backends all|none|torch_fp32,onnxruntime_fp32,...]
 
 Random weights on a synthetic nuScenes-like frame (batch 1; the cost does not depend on the
 weights). Warm-up iterations first; on CUDA every stage boundary is synchronised. The cached
@@ -12,7 +14,15 @@ autocast (float16 on CUDA, bfloat16 on CPU). --train-step also times one tiny-st
 step (teacher forward + student forward/backward with every KD term, batch 2).
 --clock process measures this process's CPU time instead of wall time: on a shared, busy CPU
 run it with --threads 1 for a steady number (with more threads it sums their CPU time).
-Prints a table and, as its LAST line, one JSON object.
+Backends (imkd_core.backends; every backend/precision the device supports) run the same batch
+in rounds (each round: every backend in turn, one untimed call, then a block of timed calls;
+alternating single calls would time torch's and onnxruntime's thread pools spinning against
+each other, which a deployed node never does). `ms_p50`/`ms_p95` time the backend call (the
+network, incl. the pool-index lookup and host/device copies), `ratio` = ms_p50 / torch_fp32's;
+decoding, shared Python for all, is timed apart (`decode_ms_p50`; `ratio_with_decode` compares
+network + decoding). Each also reports how far its outputs are from torch_fp32's (max abs
+diff of the head outputs; detections paired by imkd_core.backends.detection_parity).
+Prints tables and, as its LAST line, one JSON object (`backends`: {name: {ms_p50, ms_p95, ratio, ...}}).
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ import time
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from imkd_core.backends import BACKENDS, PRECISIONS, detection_parity, make_backend, unsupported  # noqa: E402
 from imkd_core.config import get_config  # noqa: E402
+from imkd_core.frame import Detections  # noqa: E402
 from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
 from imkd_core.models.synthetic import synthetic_batch  # noqa: E402
 
@@ -50,7 +63,97 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=("wall", "process"), default="wall",
                    help="wall time (default) or process CPU time (CPU only; steady under contention with --threads 1)")
+    p.add_argument("--backends", default="all",
+                   help="backends to compare: all (every one this device supports), none, or names such as "
+                        "torch_fp32,onnxruntime_fp32")
     return p.parse_args(argv)
+
+
+def backend_names(device: torch.device, wanted: str = "all") -> list[str]:
+    """`<backend>_<precision>` names to benchmark on `device`; torch_fp32 (the reference) first."""
+    if wanted == "none":
+        return []
+    names = [f"{b}_{p}" for b in BACKENDS for p in PRECISIONS if unsupported(b, p, device) is None]
+    if wanted != "all":
+        asked = [n.strip() for n in wanted.split(",") if n.strip()]
+        bad = [n for n in asked if n not in names]
+        if bad:
+            raise SystemExit(f"--backends: {', '.join(bad)} not available on {device.type} (available: "
+                             f"{', '.join(names)})")
+        names = [n for n in names if n in asked]
+    return ["torch_fp32"] + [n for n in names if n != "torch_fp32"]
+
+
+def _dets(model: Student, heads: list) -> Detections:
+    boxes, scores, labels = model.decode({"heads": heads})[0]
+    return Detections(boxes=boxes.float().cpu().numpy(), scores=scores.float().cpu().numpy(),
+                      labels=labels.cpu().numpy())
+
+
+def time_backends(model: Student, batch: dict, device: torch.device, names: list[str], iters: int, warmup: int,
+                  stages: bool = False) -> dict[str, dict]:
+    """Every backend in `names` on the same batch, in rounds of blocks (module docstring): p50/p95
+    ms of the backend call and of decoding, ratios to torch_fp32, output differences; with
+    `stages` also the median per-stage split (a separate pass: stage boundaries synchronise CUDA)."""
+    runners, out = {}, {}
+    for name in names:
+        backend, precision = name.rsplit("_", 1)
+        t0 = time.perf_counter()
+        runners[name] = make_backend(backend, precision, model, device, example=batch)
+        out[name] = {"build_s": round(time.perf_counter() - t0, 2)}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    dec: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        results = {n: r(batch) for n, r in runners.items()}
+        ref_heads = results["torch_fp32"]
+        ref_dets = _dets(model, ref_heads)
+        m = model.cfg.model
+        for n, heads in results.items():
+            diff = max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(heads, ref_heads)
+                       for k in ("hm", "box"))
+            c = detection_parity(ref_dets, _dets(model, heads), m.score_threshold, 0.02 if n.endswith("16") else 0.0,
+                                   max_detections=m.max_detections)
+            out[n].update(max_abs_diff=diff, detections={k: c[k] for k in ("n_ref", "n_got", "pairs", "count_ok",
+                                                                            "max_centre_m", "max_score")})
+        for _ in range(warmup):
+            for r in runners.values():
+                model.decode({"heads": r(batch)})
+        rounds = max(1, min(5, iters // 2))
+        for k in range(rounds):
+            for n, r in runners.items():
+                r(batch)
+                for _ in range(iters // rounds + (k < iters % rounds)):
+                    got: list = []
+                    times[n].append(_timed(lambda r=r, got=got: got.append(r(batch)), device))
+                    dec[n].append(_timed(lambda got=got: model.decode({"heads": got[0]}), device))
+        if stages:
+            for n, r in runners.items():
+                split: dict[str, list[float]] = {}
+                for _ in range(iters):
+                    tm: dict[str, float] = {}
+                    heads = r(batch, tm)
+                    tm["decode"] = _timed(lambda h=heads: model.decode({"heads": h}), device)
+                    for k, v in tm.items():
+                        split.setdefault(k, []).append(v)
+                out[n]["stage_ms"] = {k: round(statistics.median(v), 3) for k, v in split.items()}
+    ref = statistics.median(times["torch_fp32"])
+    ref_all = ref + statistics.median(dec["torch_fp32"])
+    for n in names:
+        p50, d50 = statistics.median(times[n]), statistics.median(dec[n])
+        out[n] = {"ms_p50": round(p50, 3), "ms_p95": round(float(np.percentile(times[n], 95)), 3),
+                  "ratio": round(p50 / ref, 3), "decode_ms_p50": round(d50, 3),
+                  "ratio_with_decode": round((p50 + d50) / ref_all, 3), **out[n]}
+    return out
+
+
+def print_backends(table: dict[str, dict]) -> None:
+    print(f"{'backend':<20}{'p50 ms':>10}{'p95 ms':>10}{'ratio':>8}{'+decode':>10}{'ratio':>8}{'max|diff|':>11}"
+          f"{'dets ref/got':>14}{'build s':>9}")
+    for n, r in table.items():
+        d = r["detections"]
+        print(f"{n:<20}{r['ms_p50']:>10.2f}{r['ms_p95']:>10.2f}{r['ratio']:>8.3f}"
+              f"{r['ms_p50'] + r['decode_ms_p50']:>10.2f}{r['ratio_with_decode']:>8.3f}{r['max_abs_diff']:>11.2e}"
+              f"{d['n_ref']:>7}/{d['n_got']:<6}{r['build_s']:>9.2f}")
 
 
 def _sync(device: torch.device) -> None:
@@ -83,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type != "cpu":
             raise SystemExit("--clock process is for CPU runs only")
         _CLOCK = time.process_time
+    names = backend_names(device, args.backends)  # refuse an unavailable name before any timing
     iters = args.iters or (50 if device.type == "cuda" else 10)
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 2)
     amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.fp16 else None
@@ -154,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.train_step:
         result["train_step_ms"] = round(train_step_ms(cfg, device, iters, warmup, amp_dtype), 2)
+    if names:
+        result["backends"] = time_backends(model, batch, device, names, iters, warmup)
 
     print(f"IMKD student benchmark: config={cfg.name} device={result['device']} dtype={result['dtype']} "
           f"batch={args.batch} threads={result['threads']} iters={iters} clock={args.clock}")
@@ -168,6 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"parameters: {params_m:.3f} M")
     if "train_step_ms" in result:
         print(f"train step (batch 2, teacher fwd + student fwd/bwd, all KD terms): {result['train_step_ms']:.1f} ms")
+    if names:
+        print(f"backends ({iters} calls each in rounds of blocks; ratio = p50 / torch_fp32 p50; +decode: with "
+              "the shared decoding):")
+        print_backends(result["backends"])
     print(json.dumps(result))
     return result
 

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         DetectorClient,
         FramePlayer,
         NodeProcess,
-        compare_detections,
+        detection_parity,
         load_test_frames,
         make_test_checkpoint,
     )
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 node_ms.append(latency * 1e3)
                 pred_ms.append(p_ms)
                 n_det.append(len(det))
-                mismatched += bool(compare_detections(ref, det))
+                mismatched += bool(detection_parity(ref, det))
                 t = client.received.timing.get(frames.raw[i].stamp)
                 if t is not None:
                     mono = t.get("monotonic", {})

@@ -39,11 +39,13 @@ def project_to_cells(points: torch.Tensor, valid: torch.Tensor, intrinsics: torc
     H, W = image_size
     h, w = feat_size
     B, N = intrinsics.shape[:2]
-    R = cam_to_ego[..., :3, :3]
-    t = cam_to_ego[..., :3, 3]
-    p = points[:, None, :, :3] - t[:, :, None, :]                       # (B, N, P, 3)
-    pc = torch.einsum("bnji,bnpj->bnpi", R, p)                          # R^T (p - t)
-    uvw = torch.einsum("bnij,bnpj->bnpi", intrinsics, pc)
+    # float32 geometry also under autocast: half precision would misplace points by whole pixels
+    with torch.autocast(points.device.type, enabled=False):
+        R = cam_to_ego[..., :3, :3].float()
+        t = cam_to_ego[..., :3, 3].float()
+        p = points[:, None, :, :3].float() - t[:, :, None, :]           # (B, N, P, 3)
+        pc = torch.einsum("bnji,bnpj->bnpi", R, p)                      # R^T (p - t)
+        uvw = torch.einsum("bnij,bnpj->bnpi", intrinsics.float(), pc)
     z = uvw[..., 2]
     zs = z.clamp(min=1e-6)
     u = uvw[..., 0] / zs

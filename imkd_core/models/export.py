@@ -8,6 +8,7 @@ Uses the TorchScript exporter (opset 18: ScatterElements with max/min/add reduct
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -51,15 +52,26 @@ def output_names(student: Student) -> list[str]:
     return [f"{k}_{t}" for t in range(n) for k in ("hm", "box")] + ["I_hat"]
 
 
-def export_onnx(student: Student, batch: dict[str, torch.Tensor], path: str | Path, opset: int = 18) -> Path:
-    """Export `student` (eval) for batches shaped like `batch`; radar count and pool-index
-    count are dynamic."""
-    path = Path(path)
+def _export(student: Student, batch: dict[str, torch.Tensor], f: str | io.BytesIO, opset: int) -> None:
     graph = StudentGraph(student, batch["images"].shape[0]).eval()
     dyn = {"radar": {1: "n_radar"}, "radar_mask": {1: "n_radar"},
            **{k: {0: "n_pool"} for k in INPUTS[6:]}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, graph_inputs(student, batch), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(graph, graph_inputs(student, batch), f, dynamo=False, opset_version=opset,
                           input_names=list(INPUTS), output_names=output_names(student), dynamic_axes=dyn)
+
+
+def export_onnx(student: Student, batch: dict[str, torch.Tensor], path: str | Path, opset: int = 18) -> Path:
+    """Export `student` (eval) for batches shaped like `batch`; radar count and pool-index
+    count (hence the camera mask's values) are dynamic."""
+    path = Path(path)
+    _export(student, batch, str(path), opset)
     return path
+
+
+def onnx_bytes(student: Student, batch: dict[str, torch.Tensor], opset: int = 18) -> bytes:
+    """The same export as `export_onnx`, in memory (what an onnxruntime InferenceSession loads)."""
+    buf = io.BytesIO()
+    _export(student, batch, buf, opset)
+    return buf.getvalue()

@@ -131,8 +131,9 @@ def bev_pool(depth: torch.Tensor, context: torch.Tensor, idx: PoolIndices, bev_s
     weights = depth.reshape(-1).index_select(0, idx.depth)  # index_select: fast row gathers on CPU
     ctx = context.reshape(-1, C)
     if _use_csr(depth, idx, method):
-        with warnings.catch_warnings():  # "sparse CSR support is in beta" (once per process)
-            warnings.simplefilter("ignore")
+        # autocast off: MKL's sparse x dense product has no bfloat16 kernel (float32 either way)
+        with warnings.catch_warnings(), torch.autocast(depth.device.type, enabled=False):
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta" (once per process)
             w = scatter_sum(weights.float(), idx.pair, idx.pair_ctx.numel())  # merge bins sharing a pair
             S = torch.sparse_csr_tensor(idx.crow, idx.pair_ctx, w, size=(idx.n_bev, ctx.shape[0]),
                                         check_invariants=False)

@@ -110,7 +110,8 @@ class RadarEncoder(nn.Module):
         raster, idx, pts = self.pillars(radar, radar_mask)
         B, _, ny, nx = raster.shape
         n = B * ny * nx
-        rcs = raster.new_zeros(n).scatter_reduce(0, idx, ((pts[:, 3] + 10.0) / 50.0).clamp(0.01, 1.0), "amax")
+        # float32 like pts (raster is half precision under autocast)
+        rcs = pts.new_zeros(n).scatter_reduce(0, idx, ((pts[:, 3] + 10.0) / 50.0).clamp(0.01, 1.0), "amax")
         count = scatter_sum(torch.ones_like(pts[:, 0]), idx, n)
         rcs_raster = torch.stack([rcs, torch.log1p(count)], 0).view(2, B, ny, nx).permute(1, 0, 2, 3)
         return self.cnn(torch.cat([raster, rcs_raster], 1)), rcs_raster
