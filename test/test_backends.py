@@ -131,12 +131,14 @@ def test_unsupported_choices_fail_with_one_clear_message(backend, precision, dev
 def test_node_passes_backend_and_precision_to_the_predictor(tmp_path) -> None:
     """The node's backend/precision parameters reach the Predictor: a combination it cannot run
     stops the node at start with exit code 2 and one line naming the reason, no traceback."""
+    from imkd_core.weights import DEMO_CHECKPOINT
     from imkd_ros.detector_node import default_params, validate_params
     from imkd_ros.testing import NodeProcess
 
     errors = "\n".join(validate_params({**default_params(), "backend": "tensorrt", "precision": "int8"}))
     assert "backend" in errors and "precision" in errors
-    with NodeProcess({"device": "cpu", "backend": "onnxruntime", "precision": "bf16"}, tmp_path / "node.log") as node:
+    with NodeProcess({"checkpoint": str(DEMO_CHECKPOINT), "device": "cpu", "backend": "onnxruntime",
+                      "precision": "bf16"}, tmp_path / "node.log") as node:
         code = node.wait(timeout=120)
         out = node.output()
     assert code == 2, out
