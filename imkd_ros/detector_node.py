@@ -457,6 +457,8 @@ class DetectorNode(Node):
         self._last_diag_bad: dict[str, int] = dict(self.bad)
         self._last_diag_stats: dict[str, int] = {}
         self.latency = {k: _Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
+        # node clock at the callback minus header stamp, every sensor and /tf message (lag behind the stream)
+        self.latency["input_lag_ms"] = _Window(5000)
         self.stage_ms: dict[str, _Window] = {}
 
         if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
@@ -681,6 +683,12 @@ class DetectorNode(Node):
             if stamp is not None and (self._newest_stamp is None or stamp > self._newest_stamp):
                 self._newest_stamp = stamp
 
+    def _note_lag(self, stamp: int) -> None:
+        """How far behind its stamp an input is handled (node clock; sim time when replaying)."""
+        now = self.get_clock().now().nanoseconds
+        if now > 0:
+            self.latency["input_lag_ms"].add((now - stamp) / 1e6)
+
     def _after_add(self, reset: bool, stamp: int) -> None:
         if reset:
             self.get_logger().warning(f"input stamps jumped back (to {stamp / 1e9:.3f} s): "
@@ -748,6 +756,8 @@ class DetectorNode(Node):
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
+        if not was_held:
+            self._note_lag(stamp)
         nbytes = len(msg.data)
         if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
             self._count_bad("image_empty", f"{topic}: empty image ({nbytes} bytes)")
@@ -788,6 +798,7 @@ class DetectorNode(Node):
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
+        self._note_lag(stamp)
         n = int(msg.width) * int(msg.height)
         if n > self.p["max_radar_points"]:
             self._count_bad("radar_too_large", f"{topic}: {n} points > max_radar_points {self.p['max_radar_points']}")
@@ -837,6 +848,7 @@ class DetectorNode(Node):
             items = good
             if items:
                 self._input(max(it[2] for it in items))
+                self._note_lag(max(it[2] for it in items))
         if not items:
             return
         reset = self.assembler.add_transforms(items, static=static)
