@@ -95,6 +95,7 @@ class Stream:
     span_s: float = 0.0
     triggers: int = 0
     tf_count: int = 0
+    clock0: int = 0                     # bag time of the first event (/clock)
 
 
 @dataclass
@@ -217,7 +218,7 @@ def bag_stream(bag: Path, seconds: float, wall0: int | None) -> Stream:
             events.append((t - t0, key, raw, stamp))
     finally:
         reader.close()
-    s = Stream(events, static)
+    s = Stream(events, static, clock0=t0 or 0)
     s.span_s = events[-1][0] / NS if events else 0.0
     s.triggers = sum(k == "CAM_FRONT" for _, k, _, _ in events)
     s.tf_count = sum(k == "tf" for _, k, _, _ in events)
@@ -275,33 +276,33 @@ def play(client: Any, stream: Stream, clock: bool, start_wall: int | None) -> li
     pubs = client.pubs
     clock_pub = client.clock_pub
     late: list[float] = []
-    stamp0 = stream.events[0][3] if stream.events else 0
+    clock0 = stream.clock0
     if start_wall is not None:  # stamps are wall times: start when the wall clock reaches the first
         while time.time_ns() < start_wall:
             time.sleep(min(0.05, (start_wall - time.time_ns()) / NS))
     anchor = time.monotonic_ns()
     next_clock = anchor
     bag_t0 = stream.events[0][0] if stream.events else 0
-    for t_rel, key, raw, stamp in stream.events:
+    for t_rel, key, raw, _ in stream.events:
         target = anchor + (t_rel - bag_t0)
         while True:
             now = time.monotonic_ns()
-            if clock and now >= next_clock:
-                clock_pub.publish(Clock(clock=ns_to_stamp(stamp0 + (now - anchor))))
+            if clock and now >= next_clock:  # like imkd-replay: 100 Hz, never past the next message
+                clock_pub.publish(Clock(clock=ns_to_stamp(clock0 + min(now, target) - anchor)))
                 next_clock += 10_000_000
             if now >= target:
                 break
             wait = min(target, next_clock if clock else target) - now
             time.sleep(max(wait, 0) / NS if wait > 300_000 else 0)
         if clock:
-            clock_pub.publish(Clock(clock=ns_to_stamp(stamp)))
+            clock_pub.publish(Clock(clock=ns_to_stamp(clock0 + t_rel)))
         pubs[key].publish(raw)
         late.append((time.monotonic_ns() - target) / 1e6)
     if clock:  # keep the clock running a little: a node on sim time decides its stall flush in it
         end = time.monotonic_ns() + int(1.5 * NS)
         while time.monotonic_ns() < end:
             now = time.monotonic_ns()
-            clock_pub.publish(Clock(clock=ns_to_stamp(stamp0 + (now - anchor))))
+            clock_pub.publish(Clock(clock=ns_to_stamp(clock0 + now - anchor)))
             time.sleep(0.01)
     return late
 
@@ -334,7 +335,7 @@ def run_mode(name: str, make_stream: Any, clock: bool, ckpt: Path, args: argpars
             stream = make_stream(start_wall)
             client.pubs["tf_static"].publish(stream.static)
             if clock:
-                client.publish_clock(stream.events[0][3])
+                client.publish_clock(stream.clock0)
             time.sleep(0.5)
             if start_wall is not None and time.time_ns() > start_wall:
                 print(f"  {name}: building the stream overran its lead; stamps are in the past", file=sys.stderr)
