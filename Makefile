@@ -21,6 +21,7 @@ bench: setup
 	$(PY) train/bench_model.py --config tiny
 	$(PY) train/bench_reader.py
 	$(PY) train/bench_node.py
+	$(PY) train/bench_live.py
 	$(PY) train/bench_converter.py
 
 lock: setup

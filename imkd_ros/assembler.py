@@ -61,8 +61,10 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
@@ -130,6 +132,7 @@ class AssemblerConfig:
     max_clock_jump_back_ns: int = 1_000 * MS
     max_stream_lag_ns: int = 500 * MS            # a kind's timeouts use at least input time - this
     max_held_per_stream: int = 64                # messages held while a stream's jump is unconfirmed
+    decode_threads: int = 2                      # threads decoding one frame's encoded images
     clear_tf_on_reset: bool = True
 
     def validate(self) -> AssemblerConfig:
@@ -152,7 +155,7 @@ class AssemblerConfig:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("camera_buffer_len", "radar_sweeps", "max_pending_frames", "max_pending_triggers",
-                     "max_held_per_stream"):
+                     "max_held_per_stream", "decode_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.radar_buffer_len < self.radar_sweeps + 1:
@@ -257,6 +260,8 @@ class FrameAssembler:
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self.last_error: str | None = None
+        self.poll_decode_ms = 0.0  # wall time the last poll() spent decoding images
+        self._decode_pool: ThreadPoolExecutor | None = None  # made on first use (cv2 decodes without the GIL)
         self._reset_buffers()
 
     # ------------------------------------------------------------------ state
@@ -604,6 +609,7 @@ class FrameAssembler:
             jobs = list(self._ready)
             self._ready.clear()
         counts = dict.fromkeys(STAT_KEYS, 0)
+        self.poll_decode_ms = 0.0
         frames = [f for f in (self._build(j, counts) for j in jobs) if f is not None]
         counts["frames_built"] = len(frames)
         with self._lock:
@@ -624,6 +630,7 @@ class FrameAssembler:
             counts["frames_dropped_tf"] += 1
             self.last_error = f"frame at {t} ns dropped: {e}"
             return None
+        self._decode_all(job)
         front = job.images[self._trigger]
         if not self._decoded(self._trigger, front):
             counts["frames_dropped_decode"] += 1
@@ -677,6 +684,24 @@ class FrameAssembler:
             counts["frames_invalid"] += 1
             self.last_error = f"frame at {t} ns invalid: {e}"
             return None
+
+    def _decode_all(self, job: _Job) -> None:
+        """Decode the job's still-encoded images, `decode_threads` at a time."""
+        todo = [(c, img) for c, img in enumerate(job.images)
+                if img is not None and img.image is None and img.error is None]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        n = min(self.config.decode_threads, len(todo))
+        if n > 1:
+            if self._decode_pool is None:
+                self._decode_pool = ThreadPoolExecutor(max_workers=self.config.decode_threads,
+                                                       thread_name_prefix="imkd_decode")
+            list(self._decode_pool.map(lambda ci: self._decoded(*ci), todo))
+        else:
+            for c, img in todo:
+                self._decoded(c, img)
+        self.poll_decode_ms += (time.perf_counter() - t0) * 1e3
 
     def _decoded(self, c: int, img: _Image) -> bool:
         """Decode a still-encoded image once (kept for another frame that may use it); False

@@ -163,6 +163,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
               "overwritten in the reader's history.",
               "1 .. 1000", lambda v: 1 <= v <= 1000),
+    ParamSpec("decode_threads", 2,
+              "Threads decoding the six images of the frame about to be inferred (OpenCV decodes without the GIL; "
+              "1 = on the inference thread).", "1 .. 16", lambda v: 1 <= v <= 16),
     ParamSpec("jpeg_reduction", 0,
               "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
               "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
@@ -336,6 +339,7 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig
         max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
         fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
         max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), max_stream_lag_ns=ns(p["max_stream_lag"]),
+        decode_threads=int(p["decode_threads"]),
         clear_tf_on_reset=True,
     ).validate()
 
@@ -490,7 +494,6 @@ class DetectorNode(Node):
         if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
             self._warmup()
         self._started = time.monotonic()
-        self._decode_ms = 0.0  # JPEG decoding inside the current frame build (inference thread only)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._create_interfaces()
@@ -834,22 +837,18 @@ class DetectorNode(Node):
         """The one function that decodes an image message -> (RGB at the JPEG reduction for the
         model input, K scaled to it). Runs on the inference thread for the frame it builds only
         (newest frame wins: skipped frames are never decoded). Raises MessageError, counted."""
-        t0 = time.perf_counter()
+        r = self.p["jpeg_reduction"] or _reduction((int(info.height), int(info.width)), self.image_size)
         try:
-            r = self.p["jpeg_reduction"] or _reduction((int(info.height), int(info.width)), self.image_size)
-            try:
-                rgb = M.msg_to_rgb(msg, r)
-            except M.MessageError as e:
-                self._count_bad(_image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
-                raise
-            try:
-                K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
-            except M.MessageError as e:
-                self._count_bad("camera_info_invalid", f"{self.p['camera_info_topics'][c]}: {e}")
-                raise
-            return rgb, K
-        finally:
-            self._decode_ms += (time.perf_counter() - t0) * 1e3
+            rgb = M.msg_to_rgb(msg, r)
+        except M.MessageError as e:
+            self._count_bad(_image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
+            raise
+        try:
+            K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
+        except M.MessageError as e:
+            self._count_bad("camera_info_invalid", f"{self.p['camera_info_topics'][c]}: {e}")
+            raise
+        return rgb, K
 
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
@@ -982,12 +981,12 @@ class DetectorNode(Node):
         last_input = self._last_input_mono
         with self._lock:
             now_ns = self._newest_stamp + self._flush_ns if flush and self._newest_stamp is not None else None
-        self._decode_ms = 0.0
         t0 = time.perf_counter()
         frames = self.assembler.poll(now_ns)  # decodes the images of the frames it returns
-        build_ms = (time.perf_counter() - t0) * 1e3 - self._decode_ms
+        decode_ms = self.assembler.poll_decode_ms
+        build_ms = (time.perf_counter() - t0) * 1e3 - decode_ms
         for frame in frames:
-            self._run(frame, poll_mono, last_input, build_ms / len(frames), self._decode_ms / len(frames))
+            self._run(frame, poll_mono, last_input, build_ms / len(frames), decode_ms / len(frames))
 
     def _run(self, frame: SensorFrame, poll_mono: float, last_input: float | None, build_ms: float,
              decode_ms: float = 0.0) -> None:

@@ -503,7 +503,7 @@ def test_missing_tf_masks_camera_drops_frame_or_sweep_never_raises():
     feed(asm, cycle_events(3 * S, 2))
     asm.add_radar("RADAR_FRONT", 3 * S + 10 * MS, radar_points(np.ones((3, 2))), "radar_front")
     assert settle(asm, 3 * S) == [] and asm.stats["frames_dropped_tf"] == 1
-    assert "extrapolate" in asm.last_error
+    assert "extrapolation" in asm.last_error
 
 
 def test_bad_inputs_raise_value_error():
