@@ -1160,7 +1160,7 @@ def _with_default_params_file(argv: Sequence[str]) -> list[str]:
     return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
 
 
-def make_executor(kind: str, threads: int = 0) -> tuple[Any, str]:
+def make_executor(kind: str, threads: int = 0, context: Any = None) -> tuple[Any, str]:
     """(executor for the input callbacks, the kind used): 'events' needs
     rclpy.experimental.EventsExecutor (Jazzy's rclpy >= 7.1.4); where rclpy lacks it (Humble)
     'single' stands in: both run the callbacks on one thread, the inference has its own."""
@@ -1170,10 +1170,10 @@ def make_executor(kind: str, threads: int = 0) -> tuple[Any, str]:
         except ImportError:
             kind = "single"
         else:
-            return EventsExecutor(), "events"
+            return EventsExecutor(context=context), "events"
     if kind == "multi":
-        return MultiThreadedExecutor(num_threads=threads or 8), "multi"
-    return SingleThreadedExecutor(), "single"
+        return MultiThreadedExecutor(num_threads=threads or 8, context=context), "multi"
+    return SingleThreadedExecutor(context=context), "single"
 
 
 def main(args: Iterable[str] | None = None) -> int:

@@ -135,3 +135,23 @@ def test_live_stream_burst_latency_and_bad_messages(tmp_path: Path) -> None:
         assert "Traceback" not in node.output(), node.output()[-3000:]
     finally:
         node.stop()
+
+
+def test_executor_choice_falls_back_where_rclpy_lacks_the_events_executor(ros_context, monkeypatch) -> None:
+    """Humble's rclpy has no rclpy.experimental: 'events' then runs on a SingleThreadedExecutor."""
+    import sys
+
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    from imkd_ros.detector_node import make_executor
+
+    ex, kind = make_executor("single", context=ros_context)
+    assert kind == "single" and isinstance(ex, SingleThreadedExecutor)
+    ex.shutdown()
+    ex, kind = make_executor("multi", 3, context=ros_context)
+    assert kind == "multi" and isinstance(ex, MultiThreadedExecutor)
+    ex.shutdown()
+    monkeypatch.setitem(sys.modules, "rclpy.experimental", None)  # import of it raises ImportError
+    ex, kind = make_executor("events", context=ros_context)
+    assert kind == "single" and isinstance(ex, SingleThreadedExecutor)
+    ex.shutdown()
