@@ -29,8 +29,10 @@ Per mode (the last line is one JSON object keyed by mode):
 - latency_ms_p50/p95: frame stamp -> detections published (node clock); input_lag_ms_p95:
   node clock at an input callback minus the message stamp (every image, radar and /tf message);
 - frames_model_could_take: stream seconds / (model + decode ms alone), at most frames_expected;
-  busy_ratio: frames_published / that (target >= 0.8); player_late_ms_p95: how late this
-  process published against the schedule (if large, the numbers measure the player too).
+  busy_ratio: frames_published / that; busy_ratio_node: the same with the model and decode
+  times measured inside the node (1.0 = inference back to back; target >= 0.8);
+  player_late_ms_p95: how late this process published against the schedule (if large, the
+  numbers measure the player too).
 """
 
 from __future__ import annotations
@@ -473,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         could = min(stream.triggers, stream.span_s * 1e3 / (model_alone + decode_alone))
         res["frames_model_could_take"] = could
         res["busy_ratio"] = res["frames_published"] / could if could else None
+        node_ms = (res["model_ms_node_p50"] or 0.0) + (res["decode_ms_node_p50"] or 0.0)
+        could_node = min(stream.triggers, stream.span_s * 1e3 / node_ms) if node_ms else None
+        res["busy_ratio_node"] = res["frames_published"] / could_node if could_node else None
         res["mode_wall_s"] = time.monotonic() - t0
         results[name] = res
         print(f"{name}: published {res['frames_published']}/{res['frames_expected']} "
