@@ -132,7 +132,7 @@ class AssemblerConfig:
     max_clock_jump_back_ns: int = 1_000 * MS
     max_stream_lag_ns: int = 500 * MS            # a kind's timeouts use at least input time - this
     max_held_per_stream: int = 64                # messages held while a stream's jump is unconfirmed
-    decode_threads: int = 2                      # threads decoding one frame's encoded images
+    decode_threads: int = 1                      # threads decoding one frame's encoded images
     clear_tf_on_reset: bool = True
 
     def validate(self) -> AssemblerConfig:

@@ -163,7 +163,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
               "overwritten in the reader's history.",
               "1 .. 1000", lambda v: 1 <= v <= 1000),
-    ParamSpec("decode_threads", 2,
+    ParamSpec("decode_threads", 1,
               "Threads decoding the six images of the frame about to be inferred (OpenCV decodes without the GIL; "
               "1 = on the inference thread).", "1 .. 16", lambda v: 1 <= v <= 16),
     ParamSpec("jpeg_reduction", 0,
