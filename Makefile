@@ -22,6 +22,7 @@ bench: setup
 	$(PY) train/bench_model.py --config paper_r50_256x704 --iters 5 --warmup 1
 	$(PY) train/bench_reader.py
 	$(PY) train/bench_node.py
+	$(PY) train/bench_live.py
 	$(PY) train/bench_converter.py
 
 # On a CUDA machine: paper config per backend/precision, the node's model time, AMP training (< 8 min).

@@ -32,13 +32,27 @@ Rules (DESIGN.md, "The ROS 2 node"):
 - A completed frame also waits until the TF buffer covers each of its inputs up to its stamp
   (odometry usually lags the sensors by a few ms; holding the last pose instead would cost
   centimetres at speed), at most `tf_timeout_ns` of input time past the newest needed stamp.
-- Input time = the newest stamp seen on any input (or a later `poll(now_ns)`); timeouts are
-  decided in it, so the assembler behaves the same at any replay speed.
+- Input time = the newest stamp seen on any input (or a later `poll(now_ns)`). Timeouts are
+  decided per kind of input on its own watermark, so a constant transport latency of one kind
+  (compressed images commonly arrive 100-200 ms after radar and /tf) does not expire them:
+  camera_timeout in camera time (the newest image stamp of any camera), radar_timeout in radar
+  time, each at least input time - `max_stream_lag_ns` (a kind gone silent cannot hold frames
+  forever); tf_timeout in input time. The assembler behaves the same at any replay speed.
+- Images may be buffered still encoded (`EncodedImage`: anything with `decode() -> (rgb, K)`);
+  they are decoded when a frame is built, so only frames that are handed to the consumer cost
+  decoding (newest frame wins). A decode failure masks that camera (drops the frame for the
+  trigger camera), counted.
 - Newest frame wins: at most `max_pending_frames` completed frames wait for the consumer; older
   ones are dropped before any work is spent on them. At most `max_pending_triggers` frames are
   in assembly. Every buffer is bounded.
-- A stamp older than the newest seen by more than `max_clock_jump_back_ns` (a bag loop, a
-  restarted simulator) resets every buffer and, by default, the TF buffer's dynamic edges.
+- Clock jumps are judged per stream (each camera, each radar, /tf): a message stamped more than
+  `max_clock_jump_back_ns` before the newest of its own stream is held back, not used. When
+  every active stream (one that sent within max_clock_jump_back_ns of input time) has jumped
+  back (a bag loop, a restarted simulator), every buffer and by default the TF buffer's dynamic
+  edges are reset and the held messages start the new timeline. A stream whose next message is
+  back on the old timeline had one stale message: it is dropped and counted (`inputs_stale`),
+  nothing else is touched. Lag between streams (callbacks behind, latency) is never a jump.
+  `reset()` (the node calls it when the ROS clock jumps back) starts a new timeline too.
 - Bad input raises ValueError from add_* (the node counts it); missing TF never raises: a camera
   without TF is masked, a frame without base_link at its stamp is dropped; all counted in `stats`.
 """
@@ -47,9 +61,12 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 
@@ -59,7 +76,7 @@ from imkd_ros.tf_buffer import TfBuffer, TransformError
 
 MS = 1_000_000
 
-__all__ = ["AssemblerConfig", "FrameAssembler", "STAT_KEYS"]
+__all__ = ["AssemblerConfig", "EncodedImage", "FrameAssembler", "STAT_KEYS"]
 
 STAT_KEYS: tuple[str, ...] = (
     "frames_built",             # SensorFrames returned by poll()
@@ -80,6 +97,9 @@ STAT_KEYS: tuple[str, ...] = (
     "radar_points_nonfinite",   # rows dropped after filtering because of NaN/inf features
     "ego_to_global_missing",    # frames whose ego_to_global had to be left at identity
     "tf_rejected",              # transforms refused by the TF buffer (malformed or too old)
+    "inputs_stale",             # messages stamped far behind their own stream, dropped alone
+    "frames_dropped_decode",    # the trigger camera's image did not decode
+    "cameras_masked_decode",    # camera slots masked because the image did not decode
     "clock_resets",             # backwards clock jumps (all buffers reset)
 )
 
@@ -110,6 +130,9 @@ class AssemblerConfig:
     fixed_frame: str = "odom"                    # world-fixed frame for motion compensation
     global_frame: str | None = "map"             # for SensorFrame.ego_to_global (identity if absent)
     max_clock_jump_back_ns: int = 1_000 * MS
+    max_stream_lag_ns: int = 500 * MS            # a kind's timeouts use at least input time - this
+    max_held_per_stream: int = 64                # messages held while a stream's jump is unconfirmed
+    decode_threads: int = 1                      # threads decoding one frame's encoded images
     clear_tf_on_reset: bool = True
 
     def validate(self) -> AssemblerConfig:
@@ -127,10 +150,12 @@ class AssemblerConfig:
         if self.radar_mode not in ("closing", "causal"):
             raise ValueError(f"radar_mode must be 'closing' or 'causal', got {self.radar_mode!r}")
         for name in ("match_window_ns", "camera_timeout_ns", "radar_tolerance_ns", "radar_timeout_ns",
-                     "radar_max_gap_ns", "radar_max_age_ns", "tf_timeout_ns", "max_clock_jump_back_ns"):
+                     "radar_max_gap_ns", "radar_max_age_ns", "tf_timeout_ns", "max_clock_jump_back_ns",
+                     "max_stream_lag_ns"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("camera_buffer_len", "radar_sweeps", "max_pending_frames", "max_pending_triggers"):
+        for name in ("camera_buffer_len", "radar_sweeps", "max_pending_frames", "max_pending_triggers",
+                     "max_held_per_stream", "decode_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.radar_buffer_len < self.radar_sweeps + 1:
@@ -161,12 +186,22 @@ class AssemblerConfig:
         return cls(**p).validate()
 
 
+class EncodedImage(Protocol):
+    """An image kept encoded until a frame that uses it is built (deferred decoding)."""
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        """-> (H x W x 3 uint8 RGB, its 3x3 K); ValueError (counted, camera masked) if it cannot."""
+        ...
+
+
 @dataclass
 class _Image:
     stamp: int
-    image: np.ndarray
-    K: np.ndarray
+    image: np.ndarray | None     # None while still encoded
+    K: np.ndarray | None
     frame_id: str
+    encoded: EncodedImage | None = None
+    error: str | None = None     # why decoding failed (tried once)
 
 
 @dataclass
@@ -225,6 +260,8 @@ class FrameAssembler:
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self.last_error: str | None = None
+        self.poll_decode_ms = 0.0  # wall time the last poll() spent decoding images
+        self._decode_pool: ThreadPoolExecutor | None = None  # made on first use (cv2 decodes without the GIL)
         self._reset_buffers()
 
     # ------------------------------------------------------------------ state
@@ -237,13 +274,23 @@ class FrameAssembler:
         self._pending: list[_Pending] = []  # sorted by stamp
         self._ready: deque[_Job] = deque()
         self._last_trigger: int | None = None
-        self._newest_input: int | None = None
-        self._now: int | None = None
+        self._now: int | None = None            # input time: newest stamp of any input, or poll's now
+        self._poll_now: int | None = None       # the latest explicit poll(now_ns)
+        self._kind_newest: dict[str, int] = {}  # "camera" / "radar" / "tf" -> newest stamp (watermarks)
+        self._stream_newest: dict[tuple, int] = {}  # per stream ("camera", c), ("radar", r), ("tf",)
+        self._held: dict[tuple, list[tuple[int, Callable[[], None]]]] = {}  # streams that jumped back
 
     def reset(self) -> None:
-        """Drop every buffered input and pending frame (statistics are kept)."""
+        """Start a new timeline: drop every buffered input and pending frame (statistics are
+        kept); messages held because their stream had jumped back are its first inputs."""
         with self._lock:
-            self._reset_buffers()
+            self._new_timeline()
+
+    def _new_timeline(self) -> None:
+        held = sorted((item for items in self._held.values() for item in items), key=lambda it: it[0])
+        self._reset_buffers()
+        for _, apply in held:
+            apply()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -257,35 +304,55 @@ class FrameAssembler:
         with self._lock:
             return len(self._pending) + len(self._ready)
 
-    def _clock(self, stamp: int) -> bool:
-        """Track input time; on a backwards jump reset everything. True if it reset."""
-        reset = False
-        newest = self._newest_input
-        if newest is not None and stamp < newest - self.config.max_clock_jump_back_ns:
-            self._reset_buffers()
-            self._stats["clock_resets"] += 1
-            self.last_error = (f"clock jumped back by {(newest - stamp) / 1e9:.3f} s "
-                               f"(from {newest} to {stamp} ns): buffers reset")
-            if self.config.clear_tf_on_reset:
-                self.tf.clear()
-            reset = True
-        if self._newest_input is None or stamp > self._newest_input:
-            self._newest_input = stamp
+    def _admit(self, stream: tuple, stamp: int, apply: Callable[[], None]) -> bool:
+        """Use one input of `stream` (apply() buffers it), judging clock jumps per stream (see
+        the module docstring); True when it started a new timeline (buffers reset)."""
+        thr = self.config.max_clock_jump_back_ns
+        newest = self._stream_newest.get(stream)
+        if newest is None or stamp >= newest - thr:
+            stale = self._held.pop(stream, None)
+            if stale:  # the stream is back on its timeline: what it held was stale, alone
+                self._stats["inputs_stale"] += len(stale)
+                self.last_error = (f"{len(stale)} {'/'.join(map(str, stream))} message(s) stamped "
+                                   f"{(newest - stale[0][0]) / 1e9:.3f} s before the stream's newest: dropped")
+            apply()
+            return False
+        held = self._held.setdefault(stream, [])
+        held.append((stamp, apply))
+        if len(held) > self.config.max_held_per_stream:
+            del held[0]
+            self._stats["inputs_stale"] += 1
+        now = self._now if self._now is not None else stamp
+        active = [k for k, t in self._stream_newest.items() if t >= now - thr]
+        if any(k not in self._held for k in active):
+            return False  # only some streams jumped: wait for the others (or for their next message)
+        self._stats["clock_resets"] += 1
+        self.last_error = (f"every input stream jumped back by >= {(newest - stamp) / 1e9:.3f} s "
+                           f"(bag loop?): buffers reset")
+        if self.config.clear_tf_on_reset:
+            self.tf.clear()
+        self._new_timeline()
+        return True
+
+    def _note(self, stream: tuple, kind: str, stamp: int) -> None:
+        """An input was buffered: advance its stream, its kind's watermark and input time."""
+        if stamp > self._stream_newest.get(stream, stamp - 1):
+            self._stream_newest[stream] = stamp
+        if stamp > self._kind_newest.get(kind, stamp - 1):
+            self._kind_newest[kind] = stamp
         if self._now is None or stamp > self._now:
             self._now = stamp
-        return reset
+
+    def _kind_now(self, kind: str, default: int) -> int:
+        """Time of one kind of input for its timeouts: its newest stamp, at least input time -
+        max_stream_lag_ns and any explicit poll(now_ns)."""
+        t = [v for v in (self._kind_newest.get(kind), self._poll_now) if v is not None]
+        if self._now is not None:
+            t.append(self._now - self.config.max_stream_lag_ns)
+        return max(t) if t else default
 
     # ------------------------------------------------------------------ inputs
-    def add_camera(self, camera: int | str, stamp_ns: int, image: np.ndarray, K: np.ndarray,
-                   frame_id: str) -> bool:
-        """Buffer one image (H, W, 3 uint8 RGB, its 3x3 K, optical frame id, header stamp).
-
-        Returns True when this input reset the buffers (backwards clock jump). ValueError on bad
-        input (unknown camera, wrong shape/dtype, non-finite K).
-        """
-        c = int(camera) if isinstance(camera, (int, np.integer)) else self._cam_index.get(camera, -1)
-        if not 0 <= c < len(self.config.cameras):
-            raise ValueError(f"unknown camera {camera!r}; expected one of {self.config.cameras} or an index")
+    def _check_image(self, c: int, image: np.ndarray, K: np.ndarray) -> np.ndarray:
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8 and image.shape[0] > 0 and image.shape[1] > 0):
             raise ValueError(f"{self.config.cameras[c]}: image must be (H, W, 3) uint8, got "
@@ -293,31 +360,51 @@ class FrameAssembler:
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise ValueError(f"{self.config.cameras[c]}: K must be a finite 3x3 with fx, fy > 0, got {K.tolist()}")
+        return K
+
+    def add_camera(self, camera: int | str, stamp_ns: int, image: np.ndarray | EncodedImage,
+                   K: np.ndarray | None, frame_id: str) -> bool:
+        """Buffer one image (H, W, 3 uint8 RGB and its 3x3 K, or an EncodedImage decoded only if
+        a built frame uses it; optical frame id; header stamp).
+
+        Returns True when this input started a new timeline (buffers reset). ValueError on bad
+        input (unknown camera, wrong shape/dtype, non-finite K).
+        """
+        c = int(camera) if isinstance(camera, (int, np.integer)) else self._cam_index.get(camera, -1)
+        if not 0 <= c < len(self.config.cameras):
+            raise ValueError(f"unknown camera {camera!r}; expected one of {self.config.cameras} or an index")
         if not frame_id:
             raise ValueError(f"{self.config.cameras[c]}: empty frame_id")
         stamp = int(stamp_ns)
-        img = _Image(stamp, image, K, frame_id)
+        if callable(getattr(image, "decode", None)):
+            img = _Image(stamp, None, None, frame_id, encoded=image)  # type: ignore[arg-type]
+        else:
+            img = _Image(stamp, image, self._check_image(c, image, K), frame_id)  # type: ignore[arg-type]
         with self._lock:
-            reset = self._clock(stamp)
-            newest = self._cam_newest[c]
-            if c == self._trigger:
-                if self._last_trigger is not None and stamp <= self._last_trigger:
-                    self._stats["trigger_duplicates"] += 1
-                    return reset
-                self._last_trigger = stamp
-                self._cam_newest[c] = stamp
-                self._new_trigger(img)
-            else:
-                if newest is not None and stamp < newest:
-                    self._stats["camera_out_of_order"] += 1
-                buf = self._cam_buf[c]
-                i = bisect.bisect_right([b.stamp for b in buf], stamp)
-                buf.insert(i, img)
-                del buf[:-self.config.camera_buffer_len]
-                self._cam_newest[c] = stamp if newest is None else max(newest, stamp)
-                for p in self._pending:
-                    self._offer(p, c, img)
-            return reset
+            return self._admit(("camera", c), stamp, lambda: self._buffer_camera(c, img))
+
+    def _buffer_camera(self, c: int, img: _Image) -> None:
+        stamp = img.stamp
+        newest = self._cam_newest[c]
+        if c == self._trigger:
+            if self._last_trigger is not None and stamp <= self._last_trigger:
+                self._stats["trigger_duplicates"] += 1
+                return
+            self._note(("camera", c), "camera", stamp)
+            self._last_trigger = stamp
+            self._cam_newest[c] = stamp
+            self._new_trigger(img)
+            return
+        self._note(("camera", c), "camera", stamp)
+        if newest is not None and stamp < newest:
+            self._stats["camera_out_of_order"] += 1
+        buf = self._cam_buf[c]
+        i = bisect.bisect_right([b.stamp for b in buf], stamp)
+        buf.insert(i, img)
+        del buf[:-self.config.camera_buffer_len]
+        self._cam_newest[c] = stamp if newest is None else max(newest, stamp)
+        for p in self._pending:
+            self._offer(p, c, img)
 
     def add_radar(self, radar: int | str, stamp_ns: int, points: np.ndarray, frame_id: str) -> bool:
         """Buffer one sweep: (18, N) nuScenes radar fields (RADAR_PCD_FIELDS order) in the radar's
@@ -333,34 +420,45 @@ class FrameAssembler:
             raise ValueError(f"{self.config.radars[r]}: empty frame_id")
         stamp = int(stamp_ns)
         with self._lock:
-            reset = self._clock(stamp)
-            stamps, buf = self._radar_stamps[r], self._radar_buf[r]
-            i = bisect.bisect_left(stamps, stamp)
-            if i < len(stamps) and stamps[i] == stamp:
-                self._stats["radar_duplicates"] += 1
-                buf[i] = _Sweep(stamp, pts, frame_id)
-                return reset
-            if i < len(stamps):
-                self._stats["radar_out_of_order"] += 1
-            stamps.insert(i, stamp)
-            buf.insert(i, _Sweep(stamp, pts, frame_id))
-            extra = len(stamps) - self.config.radar_buffer_len
-            if extra > 0:
-                del stamps[:extra], buf[:extra]
-            return reset
+            return self._admit(("radar", r), stamp, lambda: self._buffer_radar(r, _Sweep(stamp, pts, frame_id)))
+
+    def _buffer_radar(self, r: int, sweep: _Sweep) -> None:
+        stamp = sweep.stamp
+        self._note(("radar", r), "radar", stamp)
+        stamps, buf = self._radar_stamps[r], self._radar_buf[r]
+        i = bisect.bisect_left(stamps, stamp)
+        if i < len(stamps) and stamps[i] == stamp:
+            self._stats["radar_duplicates"] += 1
+            buf[i] = sweep
+            return
+        if i < len(stamps):
+            self._stats["radar_out_of_order"] += 1
+        stamps.insert(i, stamp)
+        buf.insert(i, sweep)
+        extra = len(stamps) - self.config.radar_buffer_len
+        if extra > 0:
+            del stamps[:extra], buf[:extra]
 
     def add_transforms(self, transforms: Iterable[tuple[str, str, int, np.ndarray]], static: bool = False) -> bool:
         """Feed (parent, child, stamp_ns, T_parent_child) tuples (a TFMessage) into the TF buffer.
 
-        Dynamic stamps count as input time, so a bag loop seen first on /tf resets the buffers
-        (and the TF buffer) before the old odometry can corrupt interpolation. Malformed or
+        Dynamic transforms are one stream (/tf) for the clock-jump rule, so a bag loop resets the
+        TF buffer with the rest before old odometry can corrupt interpolation. Malformed or
         too-old transforms are counted in tf_rejected, not raised. Returns True on a reset.
         """
         items = list(transforms)
-        reset = False
-        if not static and items:
-            with self._lock:
-                reset = self._clock(max(int(s) for _, _, s, _ in items))
+        if not items:
+            return False
+        if static:
+            self._set_transforms(items, True)
+            return False
+        with self._lock:
+            return self._admit(("tf",), max(int(s) for _, _, s, _ in items),
+                               lambda: self._set_transforms(items, False, locked=True))
+
+    def _set_transforms(self, items: list, static: bool, locked: bool = False) -> None:
+        if not static:
+            self._note(("tf",), "tf", max(int(s) for _, _, s, _ in items))
         rejected = 0
         for parent, child, stamp, T in items:
             try:
@@ -370,9 +468,11 @@ class FrameAssembler:
                 self.last_error = str(e)
             rejected += not ok
         if rejected:
-            with self._lock:
+            if locked:
                 self._stats["tf_rejected"] += rejected
-        return reset
+            else:
+                with self._lock:
+                    self._stats["tf_rejected"] += rejected
 
     # ------------------------------------------------------------------ matching
     def _offer(self, p: _Pending, c: int, img: _Image) -> None:
@@ -432,13 +532,12 @@ class FrameAssembler:
 
     def _try_complete(self, p: _Pending) -> _Job | None:
         cfg = self.config
-        now = self._now if self._now is not None else p.stamp
-        if not self._cameras_final(p, now > p.stamp + cfg.camera_timeout_ns):
+        if not self._cameras_final(p, self._kind_now("camera", p.stamp) > p.stamp + cfg.camera_timeout_ns):
             return None
         ends = [self._radar_end(r, p.stamp, False) for r in range(len(cfg.radars))]
         waiting = [r for r, e in enumerate(ends) if e is None]
         if waiting:
-            if now <= p.stamp + cfg.radar_timeout_ns:
+            if self._kind_now("radar", p.stamp) <= p.stamp + cfg.radar_timeout_ns:
                 return None
             for r in waiting:  # give up on these radars: take what they have up to the limit
                 ends[r] = self._radar_end(r, p.stamp, True)
@@ -501,12 +600,16 @@ class FrameAssembler:
         Frames that cannot be built (no TF for base_link, invalid) are counted and skipped.
         """
         with self._lock:
-            if now_ns is not None and (self._now is None or int(now_ns) > self._now):
-                self._now = int(now_ns)
+            if now_ns is not None:
+                if self._now is None or int(now_ns) > self._now:
+                    self._now = int(now_ns)
+                if self._poll_now is None or int(now_ns) > self._poll_now:
+                    self._poll_now = int(now_ns)
             self._collect()
             jobs = list(self._ready)
             self._ready.clear()
         counts = dict.fromkeys(STAT_KEYS, 0)
+        self.poll_decode_ms = 0.0
         frames = [f for f in (self._build(j, counts) for j in jobs) if f is not None]
         counts["frames_built"] = len(frames)
         with self._lock:
@@ -527,7 +630,12 @@ class FrameAssembler:
             counts["frames_dropped_tf"] += 1
             self.last_error = f"frame at {t} ns dropped: {e}"
             return None
+        self._decode_all(job)
         front = job.images[self._trigger]
+        if not self._decoded(self._trigger, front):
+            counts["frames_dropped_decode"] += 1
+            self.last_error = f"frame at {t} ns dropped: trigger image: {front.error}"
+            return None
         H, W = front.image.shape[:2]
         images = np.zeros((n, H, W, 3), dtype=np.uint8)
         intrinsics = np.tile(np.eye(3), (n, 1, 1))
@@ -546,6 +654,10 @@ class FrameAssembler:
                     return None
                 counts["cameras_masked_tf"] += 1
                 self.last_error = f"{cfg.cameras[c]} masked: {e}"
+                continue
+            if not self._decoded(c, img):
+                counts["cameras_masked_decode"] += 1
+                self.last_error = f"{cfg.cameras[c]} masked: {img.error}"
                 continue
             cam_to_ego[c] = ego_from_fixed @ fixed_from_cam
             if img.image.shape[:2] != (H, W):
@@ -572,6 +684,41 @@ class FrameAssembler:
             counts["frames_invalid"] += 1
             self.last_error = f"frame at {t} ns invalid: {e}"
             return None
+
+    def _decode_all(self, job: _Job) -> None:
+        """Decode the job's still-encoded images, `decode_threads` at a time."""
+        todo = [(c, img) for c, img in enumerate(job.images)
+                if img is not None and img.image is None and img.error is None]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        n = min(self.config.decode_threads, len(todo))
+        if n > 1:
+            if self._decode_pool is None:
+                self._decode_pool = ThreadPoolExecutor(max_workers=self.config.decode_threads,
+                                                       thread_name_prefix="imkd_decode")
+            list(self._decode_pool.map(lambda ci: self._decoded(*ci), todo))
+        else:
+            for c, img in todo:
+                self._decoded(c, img)
+        self.poll_decode_ms += (time.perf_counter() - t0) * 1e3
+
+    def _decoded(self, c: int, img: _Image) -> bool:
+        """Decode a still-encoded image once (kept for another frame that may use it); False
+        (img.error says why) when it does not decode or is not a valid image + K."""
+        if img.image is not None:
+            return True
+        if img.error is not None:
+            return False
+        try:
+            rgb, K = img.encoded.decode()  # type: ignore[union-attr]
+            img.K = self._check_image(c, rgb, K)
+            img.image = rgb
+            img.encoded = None  # the pixels replace the bytes
+        except ValueError as e:
+            img.error = str(e)
+            return False
+        return True
 
     def _radar_rows(self, job: _Job, ego_from_fixed: np.ndarray, counts: dict[str, int]) -> np.ndarray:
         """All selected sweeps, motion-compensated into base_link at the frame stamp -> (N, 7)."""

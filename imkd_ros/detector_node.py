@@ -9,12 +9,14 @@ and buffer (imkd_ros.assembler.FrameAssembler, which owns the time synchronisati
 TfBuffer); the inference callback takes the newest completed SensorFrame and runs
 imkd_core.predict.Predictor. No model math lives here.
 
-Threads: a MultiThreadedExecutor; each camera (image + CameraInfo), each radar, TF, the
-inference and the diagnostics have their own mutually exclusive callback group, so JPEG
-decoding of six cameras overlaps and buffering continues while the model runs. Inference is
-event driven (a guard condition triggered by every accepted input) plus a 20 Hz timer for
-timeouts; the assembler keeps only the newest completed frame when inference is slower than
-the input.
+Threads: the input callbacks run on one executor thread (`executor`: SingleThreadedExecutor
+by default; MultiThreadedExecutor or rclpy's EventsExecutor on request); they only
+check, convert radar and /tf (vectorised) and buffer: images stay JPEG bytes. Inference has
+its own thread, woken by every accepted input while a frame is in assembly (and every 50 ms for
+the stall flush); it takes the newest completed frame, decodes that frame's images
+(`_decode_image`, the one place images are decoded) and runs the model, so decode work scales
+with the inference rate, not the camera rate, and inputs are never queued behind the model
+(docs/design.md, "Live operation").
 
 Bad input never raises out of a callback: it is dropped, counted by kind (BAD_KINDS, reported
 on /diagnostics) and logged with a per-kind throttle. Parameters are declared from `PARAMS`
@@ -56,7 +58,7 @@ from rclpy.exceptions import (
     InvalidTopicNameException,
     ParameterException,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -74,7 +76,7 @@ from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
 from imkd_ros.image_header import check_image_size
-from imkd_ros.nuscenes_to_bag import TOPICS
+from imkd_ros.nuscenes_to_bag import TOPICS, CorruptInputError, jpeg_size
 from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
 
 NODE_NAME = "imkd_detector"
@@ -173,6 +175,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
               "overwritten in the reader's history.",
               "1 .. 1000", lambda v: 1 <= v <= 1000),
+    ParamSpec("decode_threads", 1,
+              "Threads decoding the six images of the frame about to be inferred (OpenCV decodes without the GIL; "
+              "1 = on the inference thread).", "1 .. 16", lambda v: 1 <= v <= 16),
     ParamSpec("jpeg_reduction", 0,
               "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
               "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
@@ -220,8 +225,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Completed frames waiting for inference; older ones are dropped (newest frame wins).", ">= 1",
               _ge(1)),
     ParamSpec("max_clock_jump_back", 1.0,
-              "s: an input stamp (or the ROS clock) this far behind the newest resets every buffer "
-              "(bag loop).", "> 0", _gt(0.0)),
+              "s: an input stamped this far behind the newest of its own stream is held back; once every active "
+              "stream has jumped back (or the ROS clock does), every buffer resets (bag loop). A stream whose next "
+              "message is on time again had one stale message: dropped and counted alone.", "> 0", _gt(0.0)),
+    ParamSpec("max_stream_lag", 0.5,
+              "s: camera and radar timeouts run on their own stamps (a constant transport latency does not expire "
+              "them), but never more than this behind the newest input of any kind (a silent kind cannot hold "
+              "frames).", "> 0", _gt(0.0)),
     ParamSpec("stall_timeout", 0.5,
               "s of node-clock time without any input after which pending frames are completed by their "
               "timeouts (end of a bag, sensors stopped; run-time changeable: the lock-step replay holds it "
@@ -268,7 +278,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               "[0, 3600]", lambda v: 0.0 <= v <= 3600.0, dynamic=True, float_range=(0.0, 3600.0)),
     ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", f"[{MIN_PERIOD}, 3600]",
               lambda v: MIN_PERIOD <= v <= 3600.0),
-    ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (0 = 8).", ">= 0", _ge(0)),
+    ParamSpec("executor", "single",
+              "Executor of the input callbacks (inference has its own thread): 'single' = SingleThreadedExecutor, "
+              "'multi' = MultiThreadedExecutor (executor_threads), 'events' = rclpy.experimental.EventsExecutor "
+              "('single' where rclpy lacks it, e.g. Humble; see docs/design.md before using it).",
+              "single | multi | events", lambda v: v in ("events", "single", "multi")),
+    ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (executor: multi; 0 = 8).", ">= 0",
+              _ge(0)),
 )
 PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 
@@ -359,7 +375,9 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig
         tf_timeout_ns=ns(p["tf_timeout"]), max_pending_frames=int(p["max_pending_frames"]),
         max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
         fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
-        max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), clear_tf_on_reset=True,
+        max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), max_stream_lag_ns=ns(p["max_stream_lag"]),
+        decode_threads=int(p["decode_threads"]),
+        clear_tf_on_reset=True,
     ).validate()
 
 
@@ -444,6 +462,18 @@ def _kv(key: str, value: Any) -> KeyValue:
     return KeyValue(key=key, value=str(value))
 
 
+class _EncodedImage:
+    """An image message kept encoded in the assembler (imkd_ros.assembler.EncodedImage)."""
+
+    __slots__ = ("node", "camera", "msg", "info")
+
+    def __init__(self, node: DetectorNode, camera: int, msg: Any, info: Any) -> None:
+        self.node, self.camera, self.msg, self.info = node, camera, msg, info
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.node._decode_image(self.camera, self.msg, self.info)
+
+
 # ============================================================================ the node
 class DetectorNode(Node):
     """rclpy node 'imkd_detector': see the module docstring; raises NodeConfigError at start."""
@@ -492,12 +522,18 @@ class DetectorNode(Node):
         self._last_diag_bad: dict[str, int] = dict(self.bad)
         self._last_diag_stats: dict[str, int] = {}
         self.latency = {k: _Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
+        # node clock at the callback minus header stamp, every sensor and /tf message (lag behind the stream)
+        self.latency["input_lag_ms"] = _Window(5000)
         self.stage_ms: dict[str, _Window] = {}
 
         if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
             self._warmup()
         self._started = time.monotonic()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._create_interfaces()
+        self._worker = threading.Thread(target=self._inference_loop, name="imkd_inference", daemon=True)
+        self._worker.start()
         rclpy_compat.pre_set_parameters_callback(self, self._pre_set_parameters)  # Iron+ API or fallback
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._jump_handle = self.get_clock().create_jump_callback(
@@ -588,7 +624,6 @@ class DetectorNode(Node):
         self.cam_groups = [MutuallyExclusiveCallbackGroup() for _ in CAMERAS]
         self.radar_groups = [MutuallyExclusiveCallbackGroup() for _ in RADARS]
         self.tf_group = MutuallyExclusiveCallbackGroup()
-        self.infer_group = MutuallyExclusiveCallbackGroup()
         self.diag_group = MutuallyExclusiveCallbackGroup()
         self.subs: list[Any] = []
         sensor_qos = QoSProfile(depth=p["sensor_queue_depth"], history=qos_profile_sensor_data.history,
@@ -625,11 +660,8 @@ class DetectorNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
         self.timing_pub = self.create_publisher(String, "~/timing", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
-        self._infer_event = self.create_guard_condition(self._on_infer_event, callback_group=self.infer_group)
-        # steady-clock timers: they also tick when a simulated clock stands still (paused bag)
+        # steady-clock timer: it also ticks when a simulated clock stands still (paused bag)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._infer_timer = self.create_timer(0.05, self._on_infer_timer, callback_group=self.infer_group,
-                                              clock=steady)
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics,
                                              callback_group=self.diag_group, clock=steady)
 
@@ -719,6 +751,12 @@ class DetectorNode(Node):
             if stamp is not None and (self._newest_stamp is None or stamp > self._newest_stamp):
                 self._newest_stamp = stamp
 
+    def _note_lag(self, stamp: int) -> None:
+        """How far behind its stamp an input is handled (node clock; sim time when replaying)."""
+        now = self.get_clock().now().nanoseconds
+        if now > 0:
+            self.latency["input_lag_ms"].add((now - stamp) / 1e6)
+
     def _after_add(self, reset: bool, stamp: int) -> None:
         if reset:
             self.get_logger().warning(f"input stamps jumped back (to {stamp / 1e9:.3f} s): "
@@ -726,7 +764,7 @@ class DetectorNode(Node):
             with self._lock:
                 self._newest_stamp = stamp
         if self.assembler.pending:  # only a frame in assembly can complete now
-            self._infer_event.trigger()
+            self._wake.set()
 
     def _on_clock_jump(self, jump: TimeJump) -> None:
         """The ROS clock (sim time) jumped back: reset, unless the inputs already did (their stamps
@@ -743,8 +781,8 @@ class DetectorNode(Node):
                 self._newest_stamp = None
                 self.ros_clock_resets += 1
         if stale:
-            self.assembler.reset()
             self.tf.clear()
+            self.assembler.reset()  # after the TF clear: held /tf of the new timeline goes back in
         if stale or jump.clock_change not in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
             self.get_logger().warning(f"ROS clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s (bag loop?)"
                                       + (": sync buffers and dynamic TF reset" if stale else ""))
@@ -786,12 +824,16 @@ class DetectorNode(Node):
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
+        if not was_held:
+            self._note_lag(stamp)
         nbytes = len(msg.data)
         if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
             self._count_bad("image_empty", f"{topic}: empty image ({nbytes} bytes)")
             return
         if nbytes > self.p["max_image_bytes"]:
             self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
+            return
+        if not self._image_header_ok(msg, topic):
             return
         try:  # the size the header declares: microseconds, nothing decoded yet
             hw = M.image_dimensions(msg)
@@ -814,26 +856,52 @@ class DetectorNode(Node):
                                                     f"{self.p['camera_info_topics'][c]} describes {w} x {h}; "
                                                     "image dropped (no intrinsics for it)")
             return
-        r = self.p["jpeg_reduction"] or _reduction(hw, self.image_size)
-        try:
-            rgb = M.msg_to_rgb(msg, r)
-        except M.MessageError as e:
-            self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
-            return
-        try:
-            K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
-        except M.MessageError as e:
-            self._count_bad("camera_info_invalid", f"{self.p['camera_info_topics'][c]}: {e}")
-            return
         self._camera_frames[c] = msg.header.frame_id
         with self._lock:
             self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
-        try:
-            reset = self.assembler.add_camera(c, stamp, rgb, K, msg.header.frame_id)
+        try:  # kept encoded: decoded by _decode_image only if a frame that is inferred uses it
+            reset = self.assembler.add_camera(c, stamp, _EncodedImage(self, c, msg, info), None, msg.header.frame_id)
         except ValueError as e:
             self._count_bad("assembler_rejected", f"{topic}: {e}")
             return
         self._after_add(reset, stamp)
+
+    def _image_header_ok(self, msg: Any, topic: str) -> bool:
+        """Checks of an image message that need no decoding (format, JPEG/PNG header), run on
+        arrival so that bad images are counted whether or not a frame ever decodes them."""
+        if not hasattr(msg, "format"):
+            return True  # sensor_msgs/Image: checked when it is converted (cheap, no codec)
+        fmt = str(msg.format).lower()
+        if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
+            self._count_bad("image_encoding", f"{topic}: unsupported CompressedImage format {msg.format!r} "
+                                              "(expected jpeg or png)")
+            return False
+        data = memoryview(msg.data).cast("B")
+        if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":
+            return True
+        try:
+            jpeg_size(data)
+        except CorruptInputError as e:
+            self._count_bad("image_corrupt", f"{topic}: CompressedImage ({msg.format!r}, {len(data)} bytes): {e}")
+            return False
+        return True
+
+    def _decode_image(self, c: int, msg: Any, info: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The one function that decodes an image message -> (RGB at the JPEG reduction for the
+        model input, K scaled to it). Runs on the inference thread for the frame it builds only
+        (newest frame wins: skipped frames are never decoded). Raises MessageError, counted."""
+        r = self.p["jpeg_reduction"] or _reduction(M.camera_info_image_size(info), self.image_size)
+        try:
+            rgb = M.msg_to_rgb(msg, r)
+        except M.MessageError as e:
+            self._count_bad(_image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
+            raise
+        try:
+            K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
+        except M.MessageError as e:
+            self._count_bad("camera_info_invalid", f"{self.p['camera_info_topics'][c]}: {e}")
+            raise
+        return rgb, K
 
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
@@ -841,6 +909,7 @@ class DetectorNode(Node):
         stamp = self._header_ok(msg, topic)
         if stamp is None:
             return
+        self._note_lag(stamp)
         n = int(msg.width) * int(msg.height)
         if n > self.p["max_radar_points"]:
             self._count_bad("radar_too_large", f"{topic}: {n} points > max_radar_points {self.p['max_radar_points']}")
@@ -877,9 +946,14 @@ class DetectorNode(Node):
         topic = "/tf_static" if static else "/tf"
         try:
             items = M.tf_message_to_list(msg)
-        except M.MessageError as e:
-            self._count_bad("tf_invalid", f"{topic}: {e}")
-            return
+        except M.MessageError as e:  # as tf2: a bad transform costs only itself, not its message
+            items, bad = [], 0
+            for t in msg.transforms:
+                try:
+                    items += M.tf_message_to_list(TFMessage(transforms=[t]))
+                except M.MessageError:
+                    bad += 1
+            self._count_bad("tf_invalid", f"{topic}: {bad} of {len(msg.transforms)} transform(s) dropped ({e})")
         if not static:
             now = self.get_clock().now().nanoseconds
             horizon = now + self.p["max_stamp_future"] * NS_PER_S if now > 0 else math.inf
@@ -890,6 +964,7 @@ class DetectorNode(Node):
             items = good
             if items:
                 self._input(max(it[2] for it in items))
+                self._note_lag(max(it[2] for it in items))
         if not static and items:
             conflicts = static_conflicts(self.tf, items)
             if conflicts:
@@ -920,14 +995,35 @@ class DetectorNode(Node):
             return f"TF {p['base_frame']} <- {frame} (camera extrinsics on /tf_static)"
         return None
 
-    def _on_infer_event(self) -> None:
-        self._infer_step(flush=False)
+    def _inference_loop(self) -> None:
+        """The inference thread: woken by every accepted input while a frame is in assembly, and
+        every 50 ms (steady time) for the stall flush. Input callbacks never wait for it, and it
+        never waits for them: it takes the newest completed frame when it is free."""
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            if self._stop.is_set() or not self.context.ok():
+                break
+            try:
+                last = self._last_input_clock
+                now = self.get_clock().now().nanoseconds
+                stalled = last is not None and now - last > self.p["stall_timeout"] * NS_PER_S
+                self._infer_step(flush=stalled and self.assembler.pending > 0)
+            except Exception as e:  # noqa: BLE001 - the thread must survive anything but shutdown
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                self._count_bad("callback_errors", f"inference loop: {type(e).__name__}: {e}")
+                if self._throttle("traceback:inference_loop") is not None:
+                    self.get_logger().error(traceback.format_exc())
 
-    def _on_infer_timer(self) -> None:
-        last = self._last_input_clock
-        now = self.get_clock().now().nanoseconds
-        stalled = last is not None and now - last > self.p["stall_timeout"] * NS_PER_S
-        self._infer_step(flush=stalled and self.assembler.pending > 0)
+    def destroy_node(self) -> None:
+        """Stop the inference thread first (it publishes through this node), then destroy."""
+        self._stop.set()
+        self._wake.set()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30.0)
+        super().destroy_node()
 
     def _infer_step(self, flush: bool) -> None:
         waiting = self._ready()
@@ -944,12 +1040,14 @@ class DetectorNode(Node):
         with self._lock:
             now_ns = self._newest_stamp + self._flush_ns if flush and self._newest_stamp is not None else None
         t0 = time.perf_counter()
-        frames = self.assembler.poll(now_ns)
-        build_ms = (time.perf_counter() - t0) * 1e3
+        frames = self.assembler.poll(now_ns)  # decodes the images of the frames it returns
+        decode_ms = self.assembler.poll_decode_ms
+        build_ms = (time.perf_counter() - t0) * 1e3 - decode_ms
         for frame in frames:
-            self._run(frame, poll_mono, last_input, build_ms / len(frames))
+            self._run(frame, poll_mono, last_input, build_ms / len(frames), decode_ms / len(frames))
 
-    def _run(self, frame: SensorFrame, poll_mono: float, last_input: float | None, build_ms: float) -> None:
+    def _run(self, frame: SensorFrame, poll_mono: float, last_input: float | None, build_ms: float,
+             decode_ms: float = 0.0) -> None:
         try:
             det = self.predictor.predict(frame)
         except Exception as e:  # noqa: BLE001 - a bad frame or a CUDA error must not end the node
@@ -976,7 +1074,7 @@ class DetectorNode(Node):
         processing_ms = (published - poll_mono) * 1e3
         wait_ms = max(0.0, (poll_mono - last_input) * 1e3) if last_input is not None else 0.0
         latency_ms = (published - last_input) * 1e3 if last_input is not None else processing_ms
-        stages.update(build=build_ms, publish=(t1 - t0) * 1e3, markers=(t2 - t1) * 1e3)
+        stages.update(build=build_ms, decode_images=decode_ms, publish=(t1 - t0) * 1e3, markers=(t2 - t1) * 1e3)
         with self._lock:
             self.frames_published += 1
             for k, v in (("latency_ms", latency_ms), ("processing_ms", processing_ms), ("wait_ms", wait_ms),
@@ -1040,8 +1138,9 @@ class DetectorNode(Node):
                   _kv("detections_subscribers", self.det_pub.get_subscription_count()),
                   _kv("ros_clock_resets", clock_resets),
                   _kv("pending", self.assembler.pending)] + [_kv(k, stats[k]) for k in STAT_KEYS]
-        drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid"))
-        masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"]
+        drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid",
+                                           "frames_dropped_decode"))
+        masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"] + new_stats["cameras_masked_decode"]
         lvl, msg = (WARN, f"{drops} frame(s) dropped, {masked} camera slot(s) masked") if drops or masked else \
             (OK, f"{published} frames published")
         frames = DiagnosticStatus(level=lvl, name=f"{name}: frames", message=msg, hardware_id=name, values=values)
@@ -1120,6 +1219,22 @@ def _with_default_params_file(argv: Sequence[str]) -> list[str]:
     return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
 
 
+def make_executor(kind: str, threads: int = 0, context: Any = None) -> tuple[Any, str]:
+    """(executor for the input callbacks, the kind used): 'events' needs
+    rclpy.experimental.EventsExecutor (Jazzy's rclpy >= 7.1.4); where rclpy lacks it (Humble)
+    'single' stands in: both run the callbacks on one thread, the inference has its own."""
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            kind = "single"
+        else:
+            return EventsExecutor(context=context), "events"
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=threads or 8, context=context), "multi"
+    return SingleThreadedExecutor(context=context), "single"
+
+
 def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
     argv = _with_default_params_file(list(sys.argv if args is None else args))
@@ -1144,8 +1259,9 @@ def main(args: Iterable[str] | None = None) -> int:
         except (NodeConfigError, ParameterException) as e:  # ParameterException: e.g. use_sim_time's type
             log.fatal(f"cannot start: {e}")
             return 2
-        threads = int(node.p["executor_threads"]) or 8
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor, kind = make_executor(node.p["executor"], int(node.p["executor_threads"]))
+        if kind != node.p["executor"]:
+            node.get_logger().info(f"executor {node.p['executor']!r} is not available in this rclpy: using {kind!r}")
         executor.add_node(node)
         try:
             executor.spin()

@@ -7,9 +7,13 @@ assembler that uses it must be testable without ROS. `imkd_ros.msgs` turns a TFM
 
 Conventions (as tf2): an edge parent <- child holds T_parent_child, the 4x4 that maps points
 given in the child frame into the parent frame. Every frame has at most one parent, so the
-frames form a forest. `lookup(target, source, t)` returns T_target_source at time t. Dynamic
-edges keep a bounded, time-sorted history and are interpolated (lerp translation, slerp
-rotation); static edges are timeless. Quaternions are (x, y, z, w), like geometry_msgs.
+frames form a forest. `lookup(target, source, t)` returns T_target_source at time t; t = 0
+(or None) means the latest time at which the whole chain is known, tf2's `rclpy.time.Time()`.
+Dynamic edges keep a time-sorted history of `cache_time_ns` (tf2's cache_time, 10 s) and are
+interpolated (lerp translation, slerp rotation); static edges are timeless. The errors carry
+tf2's names too (`LookupException`, `ConnectivityException`, `ExtrapolationException`, all
+`TransformException`), so code written against tf2_ros reads the same. Quaternions are
+(x, y, z, w), like geometry_msgs.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ NS_PER_S = 1_000_000_000
 
 __all__ = [
     "ConnectivityError",
+    "ConnectivityException",
     "ExtrapolationError",
+    "ExtrapolationException",
+    "LookupException",
     "TfBuffer",
     "TransformError",
+    "TransformException",
     "UnknownFrameError",
     "invert_transform",
     "matrix_from_quaternion",
@@ -47,7 +55,7 @@ class UnknownFrameError(TransformError):
         self.frame = frame
         shown = ", ".join(repr(f) for f in sorted(known)[:20])
         more = f" (+{len(known) - 20} more)" if len(known) > 20 else ""
-        super().__init__(f"unknown frame {frame!r}; known frames: [{shown}{more}]")
+        super().__init__(f"frame {frame!r} does not exist; known frames: [{shown}{more}]")  # as tf2's
 
 
 class ConnectivityError(TransformError):
@@ -55,9 +63,10 @@ class ConnectivityError(TransformError):
 
     def __init__(self, target: str, source: str, target_root: str, source_root: str) -> None:
         self.target, self.source = target, source
-        super().__init__(
-            f"frames {target!r} and {source!r} are not connected: {target!r} belongs to the tree "
-            f"rooted at {target_root!r}, {source!r} to the tree rooted at {source_root!r}")
+        super().__init__(  # worded like tf2's ConnectivityException
+            f"could not find a connection between {target!r} and {source!r} because they are not part of the "
+            f"same tree: {target!r} belongs to the tree rooted at {target_root!r}, {source!r} to the tree "
+            f"rooted at {source_root!r}")
 
 
 class ExtrapolationError(TransformError):
@@ -69,6 +78,13 @@ class ExtrapolationError(TransformError):
         self.stamp_ns, self.oldest_ns, self.newest_ns = stamp_ns, oldest_ns, newest_ns
         self.tolerance_ns = tolerance_ns
         super().__init__(message)
+
+
+# tf2_ros's names for the same errors
+TransformException = TransformError
+LookupException = UnknownFrameError
+ConnectivityException = ConnectivityError
+ExtrapolationException = ExtrapolationError
 
 
 def _fmt(ns: int) -> str:
@@ -282,12 +298,13 @@ class _History:
 
     def _extrapolation(self, t: int, tolerance_ns: int, parent: str, child: str) -> ExtrapolationError:
         oldest, newest = self.oldest, self.newest
-        where = (f"{_fmt(t - newest)} after the newest sample" if t > newest
-                 else f"{_fmt(oldest - t)} before the oldest sample")
-        return ExtrapolationError(
-            f"transform {parent!r} <- {child!r} at {_fmt(t)} would extrapolate: {where} "
-            f"(available [{_fmt(oldest)}, {_fmt(newest)}], {len(self)} samples; "
-            f"max extrapolation {_fmt(tolerance_ns)})",
+        where = (f"into the future: requested time {_fmt(t)} but the latest data is at time {_fmt(newest)} "
+                 f"({_fmt(t - newest)} after the newest sample)" if t > newest else
+                 f"into the past: requested time {_fmt(t)} but the earliest data is at time {_fmt(oldest)} "
+                 f"({_fmt(oldest - t)} before the oldest sample)")
+        return ExtrapolationError(  # worded like tf2's ExtrapolationException
+            f"Lookup would require extrapolation {where}, when looking up transform from frame [{child}] to "
+            f"frame [{parent}] ({len(self)} samples; max extrapolation {_fmt(tolerance_ns)})",
             parent=parent, child=child, stamp_ns=t, oldest_ns=oldest, newest_ns=newest,
             tolerance_ns=tolerance_ns)
 
@@ -333,20 +350,27 @@ class _History:
         return out
 
 
+def _at(stamp_ns: int | None) -> int | None:
+    """A lookup stamp: 0 (tf2's Time()) and None both mean the latest common time."""
+    return None if stamp_ns is None or int(stamp_ns) == 0 else int(stamp_ns)
+
+
 # ----------------------------------------------------------------------------- the buffer
 class TfBuffer:
     """Transform forest with static and time-interpolated dynamic edges (thread-safe).
 
-    cache_time_ns: history kept per dynamic edge, relative to its newest sample (tf2: 10 s).
+    cache_time_ns: history kept per dynamic edge, relative to its newest sample (tf2's
+        cache_time, 10 s): what bounds the history, at any rate.
     max_extrapolation_ns: how far beyond an edge's oldest/newest sample a lookup may hold the
         nearest sample before raising ExtrapolationError (tf2 allows none; sensors and odometry
         arrive a few ms apart, so a small tolerance avoids needless failures).
-    max_samples_per_edge: hard cap on each edge's history (bounds memory at any input rate).
+    max_samples_per_edge: a safety cap on each edge's history against a runaway publisher
+        (default 10 s at 10 kHz: never reached by real odometry, so cache_time decides).
     max_edges: cap on the number of edges (a misbehaving publisher cannot grow it unbounded).
     """
 
     def __init__(self, cache_time_ns: int = 10 * NS_PER_S, max_extrapolation_ns: int = 50_000_000,
-                 max_samples_per_edge: int = 2048, max_edges: int = 4096) -> None:
+                 max_samples_per_edge: int = 100_000, max_edges: int = 4096) -> None:
         if cache_time_ns <= 0 or max_extrapolation_ns < 0 or max_samples_per_edge < 1 or max_edges < 1:
             raise ValueError("TfBuffer: cache_time_ns, max_samples_per_edge and max_edges must be > 0, "
                              "max_extrapolation_ns >= 0")
@@ -524,11 +548,11 @@ class TfBuffer:
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
         """4x4 T_target_source at `stamp_ns` (maps points in `source` into `target`).
 
-        stamp_ns None means the latest time available on the whole chain (tf2's time 0).
+        stamp_ns 0 or None means the latest time available on the whole chain (tf2's time 0).
         Raises UnknownFrameError, ConnectivityError or ExtrapolationError.
         """
         with self._lock:
-            return self._lookup(target, source, None if stamp_ns is None else int(stamp_ns))
+            return self._lookup(target, source, _at(stamp_ns))
 
     def lookup_batch(self, target: str, source: str, stamps_ns: Sequence[int] | np.ndarray) -> np.ndarray:
         """(K, 4, 4) T_target_source, one per stamp, in one vectorised pass over the chain."""
@@ -545,8 +569,8 @@ class TfBuffer:
         into the ego frame of the reference time: ego-motion compensation.
         """
         with self._lock:
-            A = self._lookup(fixed_frame, source, int(source_stamp_ns))
-            B = self._lookup(target, fixed_frame, int(target_stamp_ns))
+            A = self._lookup(fixed_frame, source, _at(source_stamp_ns))
+            B = self._lookup(target, fixed_frame, _at(target_stamp_ns))
         return B @ A
 
     def lookup_full_batch(self, target: str, target_stamp_ns: int, source: str,
@@ -555,7 +579,7 @@ class TfBuffer:
         stamps = np.asarray(source_stamps_ns, dtype=np.int64).reshape(-1)
         with self._lock:
             A = self._lookup(fixed_frame, source, stamps)
-            B = self._lookup(target, fixed_frame, int(target_stamp_ns))
+            B = self._lookup(target, fixed_frame, _at(target_stamp_ns))
         return B @ A
 
     def latest_common_time(self, target: str, source: str) -> int | None:

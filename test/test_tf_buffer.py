@@ -8,6 +8,8 @@ import pytest
 from imkd_ros.tf_buffer import (
     ConnectivityError,
     ExtrapolationError,
+    ExtrapolationException,
+    LookupException,
     TfBuffer,
     TransformError,
     UnknownFrameError,
@@ -275,9 +277,43 @@ def test_static_and_dynamic_mix_and_leading_slash():
     feed_ego(tf, 0, 1 * S, 10 * MS, parent="/odom")
     cam = pose(-np.pi / 2, (1.5, 0.0, 1.6), axis=(1, 0, 0))
     tf.set_transform("base_link", "cam_optical", 0, cam, static=True)  # stamp ignored
-    for t in (0, 123 * MS, 1 * S):
+    for t in (1, 123 * MS, 1 * S):  # (0 would mean "latest", as in tf2)
         np.testing.assert_allclose(tf.lookup("odom", "cam_optical", t), ego_pose(t) @ cam, atol=1e-4)
     assert tf.time_range("cam_optical") is None and tf.time_range("base_link") == (0, 1 * S)
+
+
+def test_lookup_at_time_zero_is_the_latest_common_time():
+    """tf2's convention: Time() (0) asks for the newest transform the whole chain can give."""
+    tf = TfBuffer()
+    feed_ego(tf, 0, 2 * S, 10 * MS)
+    tf.set_transform("base_link", "radar", 0, pose(0.2, (3.0, 0.0, 0.5)), static=True)
+    tf.set_transform("map", "odom", 0, np.eye(4), static=True)
+    latest = ego_pose(2 * S) @ pose(0.2, (3.0, 0.0, 0.5))
+    np.testing.assert_allclose(tf.lookup("odom", "radar", 0), latest, atol=1e-9)
+    np.testing.assert_allclose(tf.lookup("odom", "radar"), latest, atol=1e-9)
+    np.testing.assert_allclose(tf.lookup_full("base_link", 0, "radar", 0, "odom"),
+                               pose(0.2, (3.0, 0.0, 0.5)), atol=1e-9)
+    # a chain of two dynamic edges: the older newest stamp of the two is the latest common time
+    for k in range(11):
+        tf.set_transform("base_link", "turret", k * 100 * MS, pose(k * 0.1))
+    np.testing.assert_allclose(tf.lookup("odom", "turret", 0), ego_pose(1 * S) @ pose(1.0), atol=1e-9)
+    assert tf.can_transform("map", "turret", 0) and tf.latest_common_time("map", "turret") == 1 * S
+    with pytest.raises(ExtrapolationException):  # tf2's names are the same classes
+        tf.lookup("odom", "turret", 1_500 * MS)
+    with pytest.raises(LookupException):
+        tf.lookup("odom", "nowhere", 0)
+
+
+def test_history_is_bounded_by_time_not_by_sample_count():
+    """1 kHz odometry for 12 s: the default buffer holds tf2's 10 s of it, whatever the rate."""
+    tf = TfBuffer()
+    T = pose(0.1, (1.0, 0.0, 0.0))
+    for k in range(12_000):
+        tf.set_transform("odom", "base_link", k * MS, T)
+    assert tf.time_range("base_link") == (1_999 * MS, 11_999 * MS)
+    assert tf.history_size("base_link") == 10_001
+    with pytest.raises(ExtrapolationError, match="extrapolation into the past"):
+        tf.lookup("odom", "base_link", 1_000 * MS)
 
 
 def test_reparenting_replaces_the_edge():
