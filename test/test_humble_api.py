@@ -138,7 +138,8 @@ def scan(source: str, humble: RclpyIndex, jazzy: RclpyIndex, filename: str = "<s
         if isinstance(node, ast.Call):
             fname = node.func.attr if isinstance(node.func, ast.Attribute) else \
                 node.func.id if isinstance(node.func, ast.Name) else None
-            jz, hb = jazzy.params.get(fname or ""), humble.params.get(fname or "", set())
+            # a callable Humble lacks altogether is the import rule's finding, not a keyword gap
+            jz, hb = jazzy.params.get(fname or ""), humble.params.get(fname or "")
             if fname and jz and hb is not None:
                 for kw in node.keywords:
                     if kw.arg and kw.arg in jz and kw.arg not in hb and not guarded(node, kw.arg, {"TypeError"}):
@@ -178,6 +179,8 @@ def test_package_uses_only_humble_rclpy_api_or_guarded_fallbacks(indexes: tuple[
     ("import rclpy\nrclpy.shutdown_all()", True),
     ("node.create_subscription(T, 't', cb, 10, raw=True)", False),
     ("node.create_timer(1.0, cb, autostart=False)", True),
+    ("try:\n    from rclpy.experimental import EventsExecutor\nexcept ImportError:\n    pass\n"
+     "else:\n    EventsExecutor(context=c)", False),
     ("node.get_logger().warning('x')", False),
 ])
 def test_scanner_flags_exactly_the_missing_api(indexes: tuple[RclpyIndex, RclpyIndex], snippet: str,
