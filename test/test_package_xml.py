@@ -41,6 +41,9 @@ IMPORT_KEYS: dict[str, str] = {
 }
 # test/train-only modules the tests skip without (pytest.importorskip): not declared
 OPTIONAL = {"onnx", "onnxruntime"}
+# run-time modules only an opt-in parameter needs (imported where used): package.xml cannot say
+# "optional", so they are not declared and the README says how to install them
+OPTIONAL_RUNTIME = {"onnxruntime": "pip install onnxruntime-gpu"}
 OWN = {"imkd_core", "imkd_ros", "train", "test", "conftest", "datasets", "train_support"}
 
 
@@ -121,7 +124,10 @@ def _py(*dirs: str) -> list[Path]:
 
 
 def test_declarations_match_imports() -> None:
-    runtime = _imports(_py("imkd_core", "imkd_ros", "launch"))
+    runtime = _imports(_py("imkd_core", "imkd_ros", "launch")) - set(OPTIONAL_RUNTIME)
+    readme = (REPO / "README.md").read_text()
+    for module, install in OPTIONAL_RUNTIME.items():
+        assert install in readme, f"README must say how to install the optional {module} ({install!r})"
     tests = _imports(_py("test", "train")) - runtime - OPTIONAL
     unknown = sorted((runtime | tests) - set(IMPORT_KEYS))
     assert not unknown, f"imported but not mapped to a rosdep key in IMPORT_KEYS: {unknown}"
