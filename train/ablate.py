@@ -11,10 +11,12 @@ response, no init); `init` (the teacher initialisation of the BEV encoder and he
 `full_init` (full + init). Arms of one seed share initialisation and data order (train.py --seed),
 so arm - baseline differences are paired per seed. Every run is `train/train.py` in a subprocess
 (the exact command is recorded), validated with the devkit at its end; its predictions are then
-scored once more: AP at each distance threshold, AP by ego-distance band, and the metrics of each
-val scene (for the scene bootstrap); with --probes also the evaluation with radar zeroed, the
-predicted intensity map held constant and the cameras masked, the depth head's accuracy against
-LiDAR and the coverage of the distillation weight maps (train/probes.py).
+scored once more:
+AP at each distance threshold, AP by ego-distance band, and the metrics of each val scene (for
+the scene bootstrap). With --probes, the runs of --probe-seeds (default: the first seed) are also
+evaluated with radar zeroed, the predicted intensity map held constant and the cameras masked,
+with the depth head's accuracy against LiDAR, plus the coverage of the distillation weight maps
+(train/probes.py).
 
 Report (train/ablation_stats.py): per arm the mean over seeds; per comparison (COMPARISONS) the
 paired difference with a t interval over seeds (`ci95`) and a bootstrap over val scenes
@@ -110,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep a seed's cached teacher outputs after its last arm (default: removed)")
     p.add_argument("--probes", action="store_true", help="run train/probes.py on every student run")
     p.add_argument("--probe-limit", type=int, default=0, help="probes on the first N val samples (0 = all)")
+    p.add_argument("--probe-seeds", default=None,
+                   help="comma list of the seeds whose runs are probed (default: the first of --seeds; 'all')")
     p.add_argument("--extra", default="", help="extra train.py arguments for every run (one shell-quoted string)")
     p.add_argument("--out", default="runs/ablation", help="folder of the runs")
     p.add_argument("--md", default=str(REPO / "docs" / "ablation.md"))
@@ -126,6 +130,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed_list = [args.seed]
     if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
         p.error(f"--seeds: distinct seeds needed, got {args.seeds!r}")
+    if args.probe_seeds in (None, ""):
+        args.probe_seed_list = args.seed_list[:1]
+    elif args.probe_seeds == "all":
+        args.probe_seed_list = list(args.seed_list)
+    else:
+        try:
+            args.probe_seed_list = [int(x) for x in args.probe_seeds.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--probe-seeds: comma list of integers or 'all', got {args.probe_seeds!r}")
     args.arm_names = [r.strip() for r in args.arms.split(",") if r.strip()]
     bad = sorted(set(args.arm_names) - set(ARMS))
     if bad:
@@ -474,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 subprocess.run(cmd_c, cwd=REPO, stdout=subprocess.DEVNULL, text=True)
                 cov = _load_json(rdir / "weight_coverage.json")
             meta["weight_coverage"] = (cov or {}).get("weight_coverage")
-        if name != "teacher" and args.probes:
+        if name != "teacher" and args.probes and seed in args.probe_seed_list:
             row["probes"] = run_probes(args, rdir, teacher_ckpt)
         rows.append(row)
         last_of_seed = name != "teacher" and all(s != seed for _, s in plan[k + 1:])
