@@ -405,9 +405,16 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
             lines.append(f"| {r['name']} | {r['seed']} | {_fmt(p.get('NDS'))} | {_fmt(p.get('radar_zeroed_NDS'))} | "
                          f"{_fmt(p.get('intensity_const_NDS'))} | {_fmt(p.get('cameras_masked_NDS'))} | "
                          f"{_fmt(p.get('depth_bin_acc'))} | {_fmt(p.get('depth_abs_err_m'))} |")
-    if meta.get("weight_coverage"):
-        lines += ["", "Coverage of the distillation weight maps (train/probes.py, teacher on val): "
-                  + json.dumps(meta["weight_coverage"])]
+    cov = meta.get("weight_coverage")
+    if cov:
+        lines += ["", "Coverage of the distillation weight maps on val (train/probes.py; the teacher, W2 with an "
+                  "all-zero student):", "", "| map | fraction of cells | weight on GT boxes | weight on radar cells |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v.get('frac_cells'))} | {_fmt(v.get('frac_weight_on_gt_boxes'))} | "
+                  f"{_fmt(v.get('frac_weight_on_radar_cells'))} |" for k, v in cov.items() if k != "grid"]
+        g = cov.get("grid", {})
+        lines += ["", f"GT boxes cover {_fmt(g.get('frac_cells_in_gt_boxes'))} of the cells, radar returns "
+                  f"{_fmt(g.get('frac_cells_radar_active'))}."]
     stopped = sorted({f"{r['name']}/seed{r['seed']}" for r in rows if r.get("stopped") == "time_budget"})
     if stopped:
         lines += ["", f"Runs stopped by the time cap before their step budget: {', '.join(stopped)}."]
