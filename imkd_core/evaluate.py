@@ -181,7 +181,7 @@ def _token_eval_class():
         """DetectionEval on explicit sample tokens: same loaders and filters as the split-based one."""
 
         def __init__(self, nusc, config, result_path: str, sample_tokens: Sequence[str], output_dir: str,
-                     verbose: bool = True) -> None:
+                     verbose: bool = True, ego_band: tuple[float, float] | None = None) -> None:
             self.nusc, self.cfg, self.result_path = nusc, config, result_path
             self.eval_set = "custom"
             self.output_dir, self.verbose = output_dir, verbose
@@ -201,6 +201,11 @@ def _token_eval_class():
                 self.pred_boxes = filter_eval_boxes(nusc, self.pred_boxes, config.class_range, verbose=verbose)
             if len(self.gt_boxes.all):
                 self.gt_boxes = filter_eval_boxes(nusc, self.gt_boxes, config.class_range, verbose=verbose)
+            if ego_band is not None:  # AP by range: GT and predictions alike inside [lo, hi) m of the ego
+                lo, hi = ego_band
+                for eb in (self.pred_boxes, self.gt_boxes):
+                    for t in list(eb.boxes):
+                        eb.boxes[t] = [b for b in eb.boxes[t] if lo <= b.ego_dist < hi]
             self.sample_tokens = self.gt_boxes.sample_tokens
             assert isinstance(self.gt_boxes, EvalBoxes)
 
@@ -216,6 +221,7 @@ def evaluate(
     verbose: bool = True,
     config_name: str = "detection_cvpr_2019",
     render_curves: bool = False,
+    ego_band: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Score `results` (devkit format, global frame) on `sample_tokens` with the devkit's DetectionEval.
 
@@ -224,7 +230,9 @@ def evaluate(
     Returns {'NDS', 'mAP', 'mATE', 'mASE', 'mAOE', 'mAVE', 'mAAE', 'per_class_AP', 'per_class_tp',
     'classes_with_gt', 'mAP_present', 'NDS_present', 'num_samples'} (the devkit's NDS/mAP average
     over all 10 classes; the *_present ones over the classes with GT in these samples) and prints
-    a table when verbose.
+    a table when verbose. Also 'AP@0.5' .. 'AP@4.0': the mean over the 10 classes of the AP at
+    each centre-distance threshold. ego_band=(lo, hi) keeps only boxes (GT and predictions)
+    lo <= ego distance < hi m: AP by range.
     """
     from nuscenes.eval.common.config import config_factory
 
@@ -253,7 +261,7 @@ def evaluate(
     result_path = osp.join(out_dir, "results_nusc.json")
     atomic_write_json(result_path, {"meta": dict(results.get("meta", RESULT_META)), "results": res})
 
-    evaluator = _token_eval_class()(nusc, cfg, result_path, tokens, out_dir, verbose=verbose)
+    evaluator = _token_eval_class()(nusc, cfg, result_path, tokens, out_dir, verbose=verbose, ego_band=ego_band)
     metrics, md_list = evaluator.evaluate()
     if render_curves:
         evaluator.render(metrics, md_list)
@@ -266,6 +274,9 @@ def evaluate(
     for key, short in TP_NAMES.items():
         out[short] = float(summary["tp_errors"][key])
     out["per_class_AP"] = {k: float(v) for k, v in summary["mean_dist_aps"].items()}
+    for th in cfg.dist_ths:
+        out[f"AP@{float(th):.1f}"] = float(np.mean([float(v[str(th)] if str(th) in v else v[th])
+                                                     for v in summary["label_aps"].values()]))
     out["per_class_tp"] = {k: {TP_NAMES[m]: float(e) for m, e in v.items()}
                            for k, v in summary["label_tp_errors"].items()}
     # The devkit averages over all 10 classes, so a class without GT in the evaluated samples counts

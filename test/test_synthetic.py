@@ -387,3 +387,39 @@ def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) 
     proc = subprocess.run([sys.executable, str(repo_root / "train" / "make_synthetic.py"), "--out", str(out)],
                           capture_output=True, text=True, timeout=60, cwd=repo_root)
     assert proc.returncode == 2 and "exists" in proc.stderr
+
+
+def test_vehicles_have_a_front_and_a_back_in_lidar() -> None:
+    """Orientation is learnable from LiDAR: returns on a vehicle's back (plate, reflectors) are
+    brighter than on its front (windscreen, grille); a box with equal ends would leave 180 deg open."""
+    from imkd_core.data.synthetic import _sensor_to_ego
+
+    world = SceneWorld(SyntheticConfig(scenes=2, samples_per_scene=4, seed=3, sweeps=False), 0)
+    front, back = [], []
+    for t in (0.5, 1.0, 1.5):
+        pts, hid, _ = world.cast_lidar(t, np.random.default_rng(0))
+        T = world.ego_transform(t) @ _sensor_to_ego(LIDAR)
+        g = pts[:, :3] @ T[:3, :3].T + T[:3, 3]
+        cen, yaw, size = world.all_boxes(t)
+        veh = (hid >= 0) & (hid < world.n_objects)
+        veh[veh] = world.obj_vehicle[hid[veh]]
+        i = hid[veh]
+        d = g[veh, :2] - cen[i, :2]
+        u = (d[:, 0] * np.cos(yaw[i]) + d[:, 1] * np.sin(yaw[i])) / (size[i, 0] / 2)  # +1 front, -1 back
+        front.append(pts[veh, 3][u > 0.95])
+        back.append(pts[veh, 3][u < -0.95])
+    front, back = np.concatenate(front), np.concatenate(back)
+    assert front.size > 200 and back.size > 200
+    assert np.median(back) > 2.5 * np.median(front)
+
+
+def test_bench_preset_resolves_the_benchmark() -> None:
+    from imkd_core.data.synthetic import preset, scene_name
+
+    cfg = preset("bench", jobs=2)
+    n_val = n_val_scenes(cfg)
+    assert n_val >= 12 and n_val * cfg.samples_per_scene >= 240 and cfg.jobs == 2
+    assert sum(scene_name(cfg, i).startswith("synth-val-") for i in range(cfg.scenes)) == n_val
+    assert preset("bench") == preset("bench")   # one fixed world
+    with pytest.raises(ValueError, match="unknown synthetic preset"):
+        preset("nope")

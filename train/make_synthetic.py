@@ -3,6 +3,11 @@
 
     python train/make_synthetic.py --out data_synth --scenes 10 --samples-per-scene 40 --seed 0 \
         [--image-size 704x396] [--jobs 2] [--version v1.0-synth] [--no-sweeps] [--overwrite]
+    python train/make_synthetic.py --out /tmp/imkd_bench --preset bench   # the ablation benchmark
+
+--preset NAME takes scenes, samples per scene, seed and val fraction from the named world
+(imkd_core.data.synthetic.PRESETS; `bench`: 36 scenes x 20 samples, 12 val scenes = 240 val
+samples, seed 1414); the explicit options above then override it.
 
 The dataset is written to DIR.partial and renamed to DIR only when complete, so an interrupted
 run leaves an obvious DIR.partial (removed by the next run). Load it with
@@ -25,21 +30,23 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from tqdm import tqdm  # noqa: E402
 
-from imkd_core.data.synthetic import SyntheticConfig, generate, parse_image_size  # noqa: E402
+from imkd_core.data.synthetic import PRESETS, SyntheticConfig, generate, parse_image_size  # noqa: E402
 from imkd_core.errors import cli_main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output dataroot (written via OUT.partial)")
-    p.add_argument("--scenes", type=int, default=10)
-    p.add_argument("--samples-per-scene", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named world (its scenes, samples per scene, seed, val fraction)")
+    p.add_argument("--scenes", type=int, default=None, help="default 10 (or the preset's)")
+    p.add_argument("--samples-per-scene", type=int, default=None, help="default 40 (or the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="default 0 (or the preset's)")
     p.add_argument("--image-size", type=parse_image_size, default=(704, 396), help="WxH (default 704x396)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 2),
                    help="worker processes over scenes (output is identical for any value)")
     p.add_argument("--version", default="v1.0-synth")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=None, help="default 0.2 (or the preset's)")
     p.add_argument("--no-sweeps", action="store_true", help="keyframes only (faster; no sweep files)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return p.parse_args(argv)
@@ -49,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = SyntheticConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-                              image_size=args.image_size, version=args.version, val_fraction=args.val_fraction,
+        base = dict(scenes=10, samples_per_scene=40, seed=0, val_fraction=0.2)
+        base.update(PRESETS[args.preset] if args.preset else {})
+        given = {k: getattr(args, k) for k in base if getattr(args, k) is not None}
+        cfg = SyntheticConfig(**{**base, **given}, image_size=args.image_size, version=args.version,
                               jobs=args.jobs, sweeps=not args.no_sweeps)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

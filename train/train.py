@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.backbone_width=0.5 (value parsed as YAML; repeatable)")
     g.add_argument("--teacher", help="frozen teacher checkpoint (student with KD terms l1/l2/resp/init)")
+    g.add_argument("--teacher-cache", metavar="DIR",
+                   help="cache the teacher's outputs per step in DIR and reuse them (runs of one seed see the "
+                        "same batches: train/teacher_cache.py); one process only")
     g.add_argument("--kd", default=None,
                    help="distillation terms of the student: comma list of l1,l2,l3,resp,init, or 'none' "
                         "(default: the config's distill section)")
@@ -638,9 +641,10 @@ def plot_curves(log_path: Path, png_path: Path, title: str = "") -> None:
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, reader: Any, cfg: IMKDConfig, device: torch.device,
                     batch_size: int = 1, num_workers: int = 0, limit: int = 0, amp_ctx=None,
-                    progress: bool = False) -> tuple[dict[str, Any], list[str]]:
+                    progress: bool = False, transform: Any = None) -> tuple[dict[str, Any], list[str]]:
     """Decode every sample of `reader` the Predictor's way (evaluation preprocessing, the student
-    without LiDAR, boxes back through the inverse BEV matrix) -> (devkit results, tokens)."""
+    without LiDAR, boxes back through the inverse BEV matrix) -> (devkit results, tokens).
+    `transform(batch) -> batch` (optional) alters each batch before the model (probes)."""
     from tqdm import tqdm
 
     from imkd_core.evaluate import detections_to_results
@@ -663,6 +667,8 @@ def predict_dataset(model: torch.nn.Module, reader: Any, cfg: IMKDConfig, device
                 batch.pop("lidar_mask", None)
             bev_aug = batch["bev_aug"].numpy().astype(np.float64)
             batch = batch_to(batch, device)
+            if transform is not None:
+                batch = transform(batch)
             with amp_ctx() if amp_ctx is not None else contextlib.nullcontext():
                 out = model(batch)
             for j, (boxes, scores, labels) in enumerate(model.decode(out)):
@@ -897,6 +903,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # ---------------------------------------------------------------- loop
     from tqdm import tqdm
 
+    # teacher outputs are needed per step by the loss terms only ('init' acts before training)
+    teacher_per_step = teacher is not None and (dc.l1 or dc.l2 or dc.resp or dc.l3)
+    tcache = None
+    if teacher_per_step and args.teacher_cache:
+        from train.teacher_cache import TeacherCache, check_usable
+
+        check_usable(env.world_size)
+        tcache = TeacherCache(args.teacher_cache, args.teacher, args.seed, args.batch_size, device)
     t_loop = time.time()
     pbar = tqdm(total=total_steps, initial=step, desc=f"train {args.model}", unit="step", dynamic_ncols=True,
                 disable=args.no_progress or not env.is_main, file=sys.stderr)
@@ -912,9 +926,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             batch = batch_to(batch, device)
             with amp_ctx():
                 t_out = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(batch)
+                if teacher_per_step:
+                    t_out = tcache.get(step, batch) if tcache is not None else None
+                    if t_out is None:
+                        with torch.no_grad():
+                            t_out = teacher(batch)
+                        if tcache is not None:
+                            t_out = tcache.put(step, batch, t_out)
                 pred = ddp_model(batch)
                 losses = raw.loss(batch, pred, t_out, cfg.distill) if args.model == "student" else raw.loss(batch, pred)
             scaler.scale(losses["total"]).backward()
@@ -998,6 +1016,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "final": final_metrics, "best_nds": best["NDS"], "best_step": best["step"],
             "world_size": env.world_size, "device": str(device), "amp": use_amp, "seed": args.seed,
             "last": str(last_path), "best": str(best_path) if best_path.exists() else None,
+            "teacher_cache": tcache.stats() if tcache is not None else None,
         }
         atomic_write_text(out / SUMMARY_NAME, json.dumps(_jsonable(summary), indent=1) + "\n")
     if env.enabled:
