@@ -19,19 +19,13 @@ import torch
 from imkd_core.backends import make_backend, unsupported
 from imkd_core.checkpoint import CheckpointError, load_checkpoint
 from imkd_core.config import ConfigError, IMKDConfig, get_config
+from imkd_core.device import resolve_device
 from imkd_core.frame import Detections, SensorFrame
 from imkd_core.models.detector import Student, batch_to
 from imkd_core.models.lift_splat import PoolIndexCache
 from imkd_core.preprocess import collate, frame_to_inputs, transform_boxes
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Predictor:

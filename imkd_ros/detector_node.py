@@ -76,7 +76,7 @@ from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
 from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
 from imkd_ros.image_header import check_image_size
-from imkd_ros.nuscenes_to_bag import TOPICS, CorruptInputError, jpeg_size
+from imkd_ros.nuscenes_to_bag import TOPICS
 from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
 
 NODE_NAME = "imkd_detector"
@@ -294,20 +294,6 @@ def default_params() -> dict[str, Any]:
     return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
 
 
-def _type_name(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "double"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return f"{_type_name(v[0]) if v else 'any'} array"
-    return type(v).__name__
-
-
 def validate_params(params: Mapping[str, Any]) -> list[str]:
     """Every problem of a full parameter set, one readable line each (empty = valid). Pure."""
     errors: list[str] = []
@@ -318,8 +304,9 @@ def validate_params(params: Mapping[str, Any]) -> list[str]:
             bad.add(spec.name)
             continue
         v = params[spec.name]
-        if _type_name(v) != _type_name(spec.default):
-            errors.append(f"{spec.name} = {v!r}: expected a {_type_name(spec.default)} (like {spec.default!r})")
+        if param_files.yaml_type(v) != param_files.yaml_type(spec.default):
+            want = param_files.yaml_type(spec.default)
+            errors.append(f"{spec.name} = {v!r}: expected a {want} (like {spec.default!r})")
             bad.add(spec.name)
             continue
         floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] if isinstance(v, list) else []
@@ -413,7 +400,7 @@ def parameter_table_markdown() -> str:
                  else f"`{json.dumps(d)}`")
         meaning = s.description + (f" Constraint: {s.constraint}." if s.constraint else "") + \
             (" **Dynamic.**" if s.dynamic else "")
-        rows.append(f"| `{s.name}` | {_type_name(d)} | {shown} | {meaning} |")
+        rows.append(f"| `{s.name}` | {param_files.yaml_type(d)} | {shown} | {meaning} |")
     return "\n".join(rows)
 
 
@@ -566,7 +553,7 @@ class DetectorNode(Node):
             try:
                 values[s.name] = self._plain(self.declare_parameter(s.name, s.default, desc).value)
             except InvalidParameterTypeException as e:
-                errors.append(f"{s.name}: expected a {_type_name(s.default)} like {s.default!r} "
+                errors.append(f"{s.name}: expected a {param_files.yaml_type(s.default)} like {s.default!r} "
                               f"(write 1.0, not 1, for doubles) ({e})")
             except (InvalidParameterValueException, ParameterException) as e:
                 errors.append(f"{s.name}: must be {s.constraint} ({e})")
@@ -833,9 +820,7 @@ class DetectorNode(Node):
         if nbytes > self.p["max_image_bytes"]:
             self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
             return
-        if not self._image_header_ok(msg, topic):
-            return
-        try:  # the size the header declares: microseconds, nothing decoded yet
+        try:  # format and the size the header declares (a cut-off JPEG fails here): nothing decoded yet
             hw = M.image_dimensions(msg)
         except M.MessageError as e:
             self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
@@ -865,26 +850,6 @@ class DetectorNode(Node):
             self._count_bad("assembler_rejected", f"{topic}: {e}")
             return
         self._after_add(reset, stamp)
-
-    def _image_header_ok(self, msg: Any, topic: str) -> bool:
-        """Checks of an image message that need no decoding (format, JPEG/PNG header), run on
-        arrival so that bad images are counted whether or not a frame ever decodes them."""
-        if not hasattr(msg, "format"):
-            return True  # sensor_msgs/Image: checked when it is converted (cheap, no codec)
-        fmt = str(msg.format).lower()
-        if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
-            self._count_bad("image_encoding", f"{topic}: unsupported CompressedImage format {msg.format!r} "
-                                              "(expected jpeg or png)")
-            return False
-        data = memoryview(msg.data).cast("B")
-        if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":
-            return True
-        try:
-            jpeg_size(data)
-        except CorruptInputError as e:
-            self._count_bad("image_corrupt", f"{topic}: CompressedImage ({msg.format!r}, {len(data)} bytes): {e}")
-            return False
-        return True
 
     def _decode_image(self, c: int, msg: Any, info: Any) -> tuple[np.ndarray, np.ndarray]:
         """The one function that decodes an image message -> (RGB at the JPEG reduction for the

@@ -31,7 +31,7 @@ def _bytes(data: Any) -> memoryview:
 
 
 def jpeg_size(buf: memoryview) -> tuple[int, int]:
-    """(height, width) from a JPEG's first SOFn segment."""
+    """(height, width) from a JPEG's first SOFn segment; ImageHeaderError if it is no complete JPEG."""
     n = len(buf)
     if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         raise ImageHeaderError("not a JPEG (no SOI marker)")
@@ -54,6 +54,10 @@ def jpeg_size(buf: memoryview) -> tuple[int, int]:
             if i + 7 > n:
                 break
             h, w = struct.unpack_from(">HH", buf, i + 3)
+            if h == 0 or w == 0:
+                raise ImageHeaderError("JPEG frame header declares a zero image size")
+            if bytes(buf[max(0, n - 64):]).rfind(b"\xff\xd9") < 0:  # a cut-off transfer ends mid-scan
+                raise ImageHeaderError("truncated JPEG (no EOI marker at the end)")
             return h, w
         if marker == 0xDA:  # start of scan before any SOF
             raise ImageHeaderError("JPEG has scan data before its frame header")

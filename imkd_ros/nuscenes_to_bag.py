@@ -122,6 +122,7 @@ import numpy as np
 from imkd_core.data.nuscenes import NuScenesDataError, sample_data_path
 from imkd_core.errors import UserError, cli_main, writable_dir
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
+from imkd_ros import image_header
 from imkd_ros.cdr import CDR_HEADER, detection_array_cdr
 
 # ----------------------------------------------------------------------------------------------
@@ -497,40 +498,14 @@ def quat_yaw(q: np.ndarray) -> np.ndarray:
     return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
 def jpeg_size(buf: bytes | bytearray | memoryview) -> tuple[int, int]:
-    """(width, height) from a JPEG's SOF marker; CorruptInputError if it is no complete JPEG."""
-    data = memoryview(buf).cast("B")
-    n = len(data)
-    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        raise CorruptInputError("not a JPEG (no SOI marker)")
-    if bytes(data[max(0, n - 64):]).rfind(b"\xff\xd9") < 0:
-        raise CorruptInputError("truncated JPEG (no EOI marker at the end)")
-    i = 2
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            raise CorruptInputError(f"malformed JPEG (expected a marker at byte {i})")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if i + 9 > n:
-                break
-            height = (data[i + 5] << 8) | data[i + 6]
-            width = (data[i + 7] << 8) | data[i + 8]
-            if width == 0 or height == 0:
-                raise CorruptInputError("malformed JPEG (zero image size)")
-            return width, height
-        if marker == 0xDA:
-            break
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-    raise CorruptInputError("malformed JPEG (no SOF marker)")
+    """(width, height) from a JPEG's SOF marker (imkd_ros.image_header); CorruptInputError if it
+    is no complete JPEG."""
+    try:
+        h, w = image_header.jpeg_size(memoryview(buf).cast("B"))
+    except image_header.ImageHeaderError as e:
+        raise CorruptInputError(str(e)) from e
+    return w, h
 
 
 # PCD (TYPE, SIZE) -> (PointField datatype, numpy dtype)

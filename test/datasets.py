@@ -64,7 +64,7 @@ def synthetic() -> DatasetSpec:
             (tmp / ".complete").write_text("ok\n")
             try:
                 os.rename(tmp, root)
-            except OSError:  # another session finished first, or a stale incomplete folder
+            except OSError:  # another test process finished first, or a stale incomplete folder
                 if not (root / ".complete").is_file():
                     shutil.rmtree(root, ignore_errors=True)
                     os.rename(tmp, root)
