@@ -423,13 +423,21 @@ def lr_factor(step: int, total: int, warmup: int, kind: str = "cosine", min_rati
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms and biases (1-d parameters)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 scaled: tuple[list[torch.nn.Parameter], float] | None = None) -> list[dict[str, Any]]:
+    """No weight decay on norms and biases (1-d parameters); the parameters of `scaled`
+    (params, factor), e.g. the layers 'init' inherits, train at factor x lr. Each group records
+    its "decay" flag and "lr_scale" (what apply_forced re-applies)."""
+    slow = {id(p) for p in scaled[0]} if scaled else set()
+    factor = scaled[1] if scaled else 1.0
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim > 1, id(p) in slow), []).append(p)
+    order = [(True, False), (False, False), (True, True), (False, True)]
+    return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "decay": k[0],
+             "lr_scale": factor if k[1] else 1.0, "lr": lr * (factor if k[1] else 1.0)}
+            for k in order if groups.get(k)]
 
 
 # ============================================================================ checkpoints
@@ -512,11 +520,11 @@ def apply_forced(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.Lam
     """After loading a checkpoint's optimiser and scheduler (--resume --force): this command's peak
     lr and weight decay replace the run's; the schedule is this command's lambda (LambdaLR does not
     store lambdas), so the next step uses lr = --lr x lr_factor(step) of the new schedule."""
-    sched.base_lrs = [args.lr for _ in opt.param_groups]
+    sched.base_lrs = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
     for i, group in enumerate(opt.param_groups):
-        group["initial_lr"] = args.lr
-        group["weight_decay"] = args.weight_decay if i == 0 else 0.0  # param_groups(): decay, no-decay
-        group["lr"] = args.lr * sched.lr_lambdas[i](sched.last_epoch)
+        group["initial_lr"] = sched.base_lrs[i]
+        group["weight_decay"] = args.weight_decay if group.get("decay", i == 0) else 0.0
+        group["lr"] = sched.base_lrs[i] * sched.lr_lambdas[i](sched.last_epoch)
 
 
 def _flag(name: str) -> str:
@@ -797,7 +805,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if env.enabled and args.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw = model
-    opt = torch.optim.AdamW(param_groups(raw, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
+    scaled = None
+    if args.model == "student" and dc.init and dc.init_lr_scale != 1.0:
+        scaled = (raw.inherited_parameters(), dc.init_lr_scale)
+    opt = torch.optim.AdamW(param_groups(raw, args.weight_decay, args.lr, scaled), lr=args.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total_steps, warmup, args.schedule, args.min_lr_ratio))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
