@@ -224,7 +224,7 @@ def test_strong_gate_spans_zero_to_two() -> None:
         logits = torch.full((1, 1, 4, 4), INTENSITY_PRIOR_BIAS)
         logits[..., 0, 0], logits[..., 0, 1] = 6.0, -12.0                  # object / empty cell
         fus.intensity[-1].register_forward_hook(lambda _m, _i, _o, l=logits: l)
-        fus.out.register_forward_hook(lambda _m, i, _o: seen.setdefault("x", i[0]))
+        fus.out.register_forward_hook(lambda _m, i, _o, seen=seen: seen.setdefault("x", i[0]))
         fus(f_c, f_r, rcs)
         gates[gate] = seen["x"][:, :8] / f_c                               # F_C' / F_C per channel
     strong, soft = gates["strong"], gates["soft"]

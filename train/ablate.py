@@ -362,8 +362,8 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": str(torch.__version__),
                     "device": rows[0].get("device") if rows else None},
         **meta,
-        "arms": {name: {"model": ARMS[name][0], "kd": ARMS[name][1], "set": list(ARMS[name][2])} for name in dict.fromkeys(r["name"]
-                                                                                             for r in rows)},
+        "arms": {name: {"model": ARMS[name][0], "kd": ARMS[name][1], "set": list(ARMS[name][2])}
+                 for name in dict.fromkeys(r["name"] for r in rows)},
         "means": st.arm_means(rows, (*METRICS, *AP_THR, *RANGE_KEYS)),
         "rows": rows,
         "comparisons": comps,

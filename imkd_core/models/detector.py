@@ -125,8 +125,9 @@ class Student(nn.Module):
                                   radar_input=m.radar_depth_input, n_blocks=m.depth_blocks)
         self.lift_splat = LiftSplat(cfg.grid, (H, W), self.feat_size, m.depth_bins, m.pool_cache_size)
         self.radar_encoder = RadarEncoder(cfg.grid, m.radar_pillar_channels, m.radar_channels, m.pillar_mlp_layers)
-        self.fusion = IntensityFusion(m.context_channels, m.bev_channels if m.radar_adapter_in_path else m.radar_channels,
-                                      m.bev_channels, m.fusion_hidden, offset=m.fusion_offset, gate=m.fusion_gate)
+        fusion_radar = m.bev_channels if m.radar_adapter_in_path else m.radar_channels
+        self.fusion = IntensityFusion(m.context_channels, fusion_radar, m.bev_channels, m.fusion_hidden,
+                                      offset=m.fusion_offset, gate=m.fusion_gate)
         self.bev_encoder = BEVEncoder(m.bev_channels, m.bev_encoder_channels, m.bev_encoder_blocks,
                                       m.bev_encoder_strides, m.bev_fpn_channels)
         self.head = CenterHead(self.bev_encoder.out_channels, m.head_channels, m.task_groups, cfg.grid,
