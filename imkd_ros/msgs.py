@@ -50,7 +50,7 @@ from vision_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
-from imkd_core.frame import CLASSES, Detections
+from imkd_core.frame import CLASS_COLORS, CLASSES, Detections
 from imkd_core.geometry import matrix_to_quat_xyzw, quat_xyzw_to_matrix, quat_xyzw_yaw, yaw_to_quat_xyzw
 from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_ros.cdr import detection_array_cdr
@@ -737,20 +737,6 @@ def msg_to_detections(msg: Any, attributes: Any = None) -> Detections:
         return Detections.empty(stamp=stamp)
     return Detections(boxes, np.array(scores), np.array(labels), stamp=stamp)
 
-
-# One RGB colour per nuScenes class (CLASSES order), roughly the devkit's rendering palette.
-CLASS_COLORS: np.ndarray = np.array([
-    [1.00, 0.62, 0.00],  # car: orange
-    [1.00, 0.39, 0.28],  # truck: tomato
-    [0.91, 0.59, 0.48],  # construction_vehicle: dark salmon
-    [1.00, 0.27, 0.00],  # bus: orange-red
-    [1.00, 0.55, 0.00],  # trailer: dark orange
-    [0.44, 0.50, 0.56],  # barrier: slate grey
-    [1.00, 0.24, 0.39],  # motorcycle: red-pink
-    [0.86, 0.08, 0.24],  # bicycle: crimson
-    [0.00, 0.00, 0.90],  # pedestrian: blue
-    [0.18, 0.31, 0.31],  # traffic_cone: dark slate
-], dtype=np.float32)
 
 # Box corner signs (x, y, z) and the 12 edges of a box as corner index pairs.
 _CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)], dtype=np.float64)
