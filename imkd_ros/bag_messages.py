@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from imkd_core.frame import CLASS_COLORS, CLASSES
-from imkd_core.pcd import PcdError, parse_pcd
+from imkd_core.pcd import PcdCloud, PcdError, parse_pcd
 from imkd_ros import cdr, image_header
 
 MAP_FRAME = "map"
@@ -51,7 +51,6 @@ class CorruptInputError(ValueError):
 
     def __reduce__(self) -> tuple:  # keep reason and path across process boundaries (--jobs)
         return (type(self), (self.reason, self.path))
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +250,7 @@ def pointcloud2_msg(ts: Any, stamp_ns: int, frame_id: str, fields: Sequence[tupl
         data=np.frombuffer(data, dtype=np.uint8), is_dense=bool(is_dense))
 
 
-def radar_pcd_cloud(pcd_raw: bytes) -> tuple[list[tuple[str, int, int, int]], Any, bool]:
+def radar_pcd_cloud(pcd_raw: bytes) -> tuple[list[tuple[str, int, int, int]], PcdCloud, bool]:
     """A nuScenes radar PCD file -> (PointFields as (name, offset, datatype, count), the parsed
     imkd_core.pcd.PcdCloud, is_dense); CorruptInputError if it is no readable binary PCD or has a
     type PointField lacks."""
