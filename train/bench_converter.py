@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from imkd_ros import nuscenes_to_bag as n2b  # noqa: E402
+from imkd_ros.bag_plan import EVENT_SENSOR, _category_map  # noqa: E402
 
 REAL_DATAROOT = REPO.parent / "shared" / "nuscenes"
 TARGET_RATIO = 0.5
@@ -75,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     payloads: dict[str, list[tuple[int, bytes]]] = {}
     for scene in scenes:
         plan = n2b.plan_scene(nusc, scene, opts)
-        payloads[scene] = [(e.stamp, e.ref[2].read_bytes()) for e in plan.events if e.kind == n2b._SENSOR]
+        payloads[scene] = [(e.stamp, e.ref[2].read_bytes()) for e in plan.events if e.kind == EVENT_SENSOR]
     input_bytes = sum(len(b) for v in payloads.values() for _, b in v)
     n_files = sum(len(v) for v in payloads.values())
     n2b.get_typestore(args.distro)
-    n2b._category_map()  # devkit import outside the timings
+    _category_map()  # devkit import outside the timings
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_converter_", dir=args.tmp))
     try:
