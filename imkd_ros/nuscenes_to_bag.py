@@ -124,69 +124,23 @@ from imkd_core.errors import UserError, cli_main, writable_dir
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
 from imkd_ros import image_header
 from imkd_ros.cdr import CDR_HEADER, detection_array_cdr
-
-# ----------------------------------------------------------------------------------------------
-# Names: topics, types, frames
-# ----------------------------------------------------------------------------------------------
-
-MAP_FRAME = "map"
-ODOM_FRAME = "odom"
-BASE_FRAME = "base_link"
-
-
-def sensor_frame(channel: str) -> str:
-    """Frame id of a nuScenes channel: the channel name lowercased (camera frames are optical)."""
-    return channel.lower()
-
-
-def image_topic(channel: str) -> str:
-    """CompressedImage topic of a camera channel (image_transport layout)."""
-    return f"/sensors/camera/{channel.lower()}/image_rect_color/compressed"
-
-
-def camera_info_topic(channel: str) -> str:
-    """CameraInfo topic of a camera channel."""
-    return f"/sensors/camera/{channel.lower()}/camera_info"
-
-
-def points_topic(channel: str) -> str:
-    """PointCloud2 topic of a radar or LiDAR channel."""
-    kind = "radar" if channel.upper().startswith("RADAR") else "lidar"
-    return f"/sensors/{kind}/{channel.lower()}/points"
-
-
-# The one topic table. Keys: channel name (data), "<CAM>/camera_info", and the logical names.
-TOPICS: dict[str, str] = {
-    **{cam: image_topic(cam) for cam in CAMERAS},
-    **{f"{cam}/camera_info": camera_info_topic(cam) for cam in CAMERAS},
-    **{radar: points_topic(radar) for radar in RADARS},
-    LIDAR: points_topic(LIDAR),
-    "tf": "/tf",
-    "tf_static": "/tf_static",
-    "odom": "/odom",
-    "gt_detections": "/ground_truth/detections",
-    "gt_markers": "/ground_truth/markers",
-}
-
-IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
-TF_TYPE = "tf2_msgs/msg/TFMessage"
-ODOM_TYPE = "nav_msgs/msg/Odometry"
-DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
-MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
-
-TOPIC_TYPES: dict[str, str] = {
-    **{cam: IMAGE_TYPE for cam in CAMERAS},
-    **{f"{cam}/camera_info": CAMERA_INFO_TYPE for cam in CAMERAS},
-    **{radar: POINTS_TYPE for radar in RADARS},
-    LIDAR: POINTS_TYPE,
-    "tf": TF_TYPE,
-    "tf_static": TF_TYPE,
-    "odom": ODOM_TYPE,
-    "gt_detections": DETECTIONS_TYPE,
-    "gt_markers": MARKERS_TYPE,
-}
+from imkd_ros.topics import (
+    BASE_FRAME,
+    CAMERA_INFO_TYPE,
+    DETECTIONS_TYPE,
+    IMAGE_TYPE,
+    MAP_FRAME,
+    MARKERS_TYPE,
+    ODOM_FRAME,
+    ODOM_TYPE,
+    POINTS_TYPE,
+    TF_TYPE,
+    TOPICS,
+    camera_info_topic,
+    image_topic,
+    points_topic,
+    sensor_frame,
+)
 
 # rosbag2 metadata version and typestore per target distro (see the module docstring).
 BAG_VERSIONS: dict[str, int] = {"humble": 8, "jazzy": 9}
