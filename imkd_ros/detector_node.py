@@ -34,15 +34,14 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -74,265 +73,26 @@ from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_core.weights import DEMO_CHECKPOINT  # named in the message when `checkpoint` is empty
 from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
-from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
+from imkd_ros.assembler import FrameAssembler
+from imkd_ros.diagnostics import BAD_KINDS, DiagnosticsReport, NodeState, Throttle, Window
 from imkd_ros.image_header import check_image_size
-from imkd_ros.nuscenes_to_bag import TOPICS
-from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
-
-NODE_NAME = "imkd_detector"
-NS_PER_S = 1_000_000_000
-
-# Parameters that may change while the node runs; every other one is read-only.
-DYNAMIC_PARAMS = ("score_threshold", "max_detections", "marker_lifetime")
-
-# Counted kinds of bad input (keys of the "bad input" diagnostics status, always all present).
-BAD_KINDS: tuple[str, ...] = (
-    "stamp_zero",           # header stamp 0 (or negative)
-    "stamp_future",         # stamp more than max_stamp_future ahead of the node clock
-    "frame_id_empty",       # sensor message without header.frame_id
-    "image_encoding",       # unsupported Image encoding / CompressedImage format
-    "image_corrupt",        # JPEG/PNG bytes that do not decode
-    "image_empty",          # no pixels / no bytes
-    "image_too_large",      # more than max_image_bytes
-    "image_dimensions",     # header (JPEG SOF / PNG IHDR / Image fields) declares more than max_image_size
-    "camera_info_mismatch",  # image size differs from its CameraInfo's (after ROI/binning): no K for it
-    "image_malformed",      # Image data size inconsistent with height * step, ...
-    "waiting_camera_info",  # image held back because its camera has sent no CameraInfo yet
-    "camera_info_invalid",  # CameraInfo without a pinhole K or image size
-    "radar_empty",          # PointCloud2 without fields
-    "radar_fields",         # PointCloud2 lacking nuScenes radar fields (x, y, z, rcs, ...)
-    "radar_malformed",      # truncated data, bad steps, overlapping fields, ...
-    "radar_too_large",      # more than max_radar_points points (dropped unparsed)
-    "radar_nan_points",     # sweeps with NaN/inf x/y/z (those points are dropped)
-    "tf_invalid",           # TFMessage with a non-finite or zero-quaternion transform
-    "tf_stamp_invalid",     # dynamic transforms with a zero or far-future stamp (dropped)
-    "tf_static_conflict",   # dynamic /tf re-parenting a frame whose edge /tf_static defines (dropped)
-    "assembler_rejected",   # input the assembler refused (unknown frame layout, bad K, ...)
-    "callback_errors",      # any other exception while handling an input (logged with its traceback)
-    "inference_errors",     # the predictor raised on a built frame
-    "parameter_rejected",   # run-time parameter changes refused
+from imkd_ros.params import (  # PARAMS, default_params, ...: also imported from here by older callers
+    DYNAMIC_PARAMS,
+    NS_PER_S,
+    PARAM_SPECS,
+    PARAMS,
+    apply_detection_limits,
+    assembler_config,
+    default_params,
+    default_params_file,
+    validate_params,
 )
-
-
-# Largest magnitude of a double parameter: seconds become int64 nanoseconds (and .inf is refused).
-MAX_DOUBLE = 1e6
-# Shortest diagnostics_period (100 Hz; the lock-step replay uses 50 Hz): no timer spins a core.
-MIN_PERIOD = 0.01
+from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
+from imkd_ros.topics import NODE_NAME
 
 
 class NodeConfigError(RuntimeError):
     """The node's parameters, checkpoint or device cannot work; the message lists why."""
-
-
-# ============================================================================ parameters
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default (its type is the ROS type), meaning, constraint, check."""
-
-    name: str
-    default: Any
-    description: str
-    constraint: str = ""
-    check: Callable[[Any], bool] | None = None
-    dynamic: bool = False
-    float_range: tuple[float, float] | None = None  # for ROS tools (rqt sliders); dynamic ones only
-    int_range: tuple[int, int] | None = None
-
-
-def _ge(lo: float) -> Callable[[Any], bool]:
-    return lambda v: v >= lo
-
-
-def _gt(lo: float) -> Callable[[Any], bool]:
-    return lambda v: v > lo
-
-
-def _topics_ok(n: int) -> Callable[[Any], bool]:
-    return lambda v: len(v) == n and all(isinstance(t, str) and t.strip() for t in v)
-
-
-PARAMS: tuple[ParamSpec, ...] = (
-    # ---- inputs
-    ParamSpec("image_topics", [TOPICS[c] for c in CAMERAS],
-              f"Image topics, one per camera in the order {', '.join(CAMERAS)} (absolute or ~/-relative; "
-              "remappable). Defaults: the nuScenes bag converter's topics.",
-              "6 non-empty names", _topics_ok(len(CAMERAS))),
-    ParamSpec("camera_info_topics", [TOPICS[f"{c}/camera_info"] for c in CAMERAS],
-              "CameraInfo topics, same camera order.", "6 non-empty names", _topics_ok(len(CAMERAS))),
-    ParamSpec("radar_topics", [TOPICS[r] for r in RADARS],
-              f"Radar PointCloud2 topics (nuScenes' 18 fields), order {', '.join(RADARS)}.",
-              "5 non-empty names", _topics_ok(len(RADARS))),
-    ParamSpec("image_transport", "compressed",
-              "'compressed': sensor_msgs/CompressedImage (JPEG/PNG); 'raw': sensor_msgs/Image.",
-              "compressed | raw", lambda v: v in ("compressed", "raw")),
-    ParamSpec("sensor_reliability", "best_effort",
-              "QoS reliability of the camera/radar subscriptions (SensorDataQoS otherwise: keep last 5, "
-              "volatile). best_effort matches every publisher; reliable gives lossless delivery from reliable "
-              "publishers (bag replay tools, tests) but does not match best-effort drivers.",
-              "best_effort | reliable", lambda v: v in ("best_effort", "reliable")),
-    ParamSpec("sensor_queue_depth", 5,
-              "History depth (keep last N) of the camera/radar subscriptions; 5 = SensorDataQoS. Raise it with "
-              "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
-              "overwritten in the reader's history.",
-              "1 .. 1000", lambda v: 1 <= v <= 1000),
-    ParamSpec("decode_threads", 1,
-              "Threads decoding the six images of the frame about to be inferred (OpenCV decodes without the GIL; "
-              "1 = on the inference thread).", "1 .. 16", lambda v: 1 <= v <= 16),
-    ParamSpec("jpeg_reduction", 0,
-              "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
-              "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
-              "0, 1, 2, 4 or 8", lambda v: v in (0, 1, 2, 4, 8)),
-    # ---- frames
-    ParamSpec("base_frame", "base_link", "Ego frame of the detections (REP-105).", "non-empty", bool),
-    ParamSpec("fixed_frame", "odom", "World-fixed frame for ego-motion compensation of every input.",
-              "non-empty, != base_frame", bool),
-    ParamSpec("global_frame", "map", "Frame of SensorFrame.ego_to_global ('' = none; diagnostics only).", "", None),
-    # ---- synchronisation (imkd_ros.assembler)
-    ParamSpec("trigger_camera", "CAM_FRONT", "Camera whose image starts a frame; its stamp is the frame stamp.",
-              "one of the 6 cameras", lambda v: v in CAMERAS),
-    ParamSpec("sync_window", 0.06, "s: max |image stamp - (trigger stamp + camera offset)| to join a frame.",
-              "> 0", _gt(0.0)),
-    ParamSpec("camera_offsets", [0.0, 0.0, 0.0, 0.0, 0.0, -0.01],
-              "s: expected stamp of each camera minus the trigger's (camera order). A camera's slot is final "
-              "once it has sent an image at/after its expected stamp; nuScenes' CAM_FRONT_LEFT fires ~8 ms "
-              "before CAM_FRONT, hence -0.01.",
-              "6 values, |v| < 1", lambda v: len(v) == len(CAMERAS) and all(abs(x) < 1.0 for x in v)),
-    ParamSpec("camera_timeout", 0.1, "s of input time after the trigger before a missing camera is masked.",
-              ">= 0", _ge(0.0)),
-    ParamSpec("camera_buffer_len", 4, "Images kept per camera for matching.", ">= 1", _ge(1)),
-    ParamSpec("radar_sweeps", 0,
-              "Radar sweeps per radar accumulated into a frame; 0 = the model config's data.radar_sweeps.",
-              ">= 0", _ge(0)),
-    ParamSpec("radar_mode", "closing",
-              "'closing': up to the first sweep at/after frame stamp - radar_tolerance (the nuScenes "
-              "keyframe sweep); 'causal': sweeps at/before frame stamp + radar_tolerance.",
-              "closing | causal", lambda v: v in ("closing", "causal")),
-    ParamSpec("radar_tolerance", 0.001, "s, see radar_mode.", ">= 0", _ge(0.0)),
-    ParamSpec("radar_timeout", 0.1, "s of input time a frame waits for the sweep that settles its radar choice.",
-              ">= 0", _ge(0.0)),
-    ParamSpec("radar_max_gap", 0.3,
-              "s: walking back from a radar's newest selected sweep, accumulation stops at a gap between "
-              "consecutive sweeps longer than this (the offline reader's sweep chain ends there too; nuScenes "
-              "radars run at ~13 Hz, so 0.3 spans one dropped sweep but not a keyframe-only bag's 2 Hz).",
-              "> 0", _gt(0.0)),
-    ParamSpec("radar_max_age", 1.0, "s: sweeps older than the frame stamp minus this are never accumulated.",
-              "> 0", _gt(0.0)),
-    ParamSpec("radar_buffer_len", 16, "Sweeps kept per radar.", "> radar_sweeps", _ge(2)),
-    ParamSpec("tf_timeout", 0.05, "s of input time a frame waits for odometry to cover its stamps.", ">= 0",
-              _ge(0.0)),
-    ParamSpec("max_pending_triggers", 8, "Frames in assembly (bounded memory).", ">= 1", _ge(1)),
-    ParamSpec("max_pending_frames", 1,
-              "Completed frames waiting for inference; older ones are dropped (newest frame wins).", ">= 1",
-              _ge(1)),
-    ParamSpec("max_clock_jump_back", 1.0,
-              "s: an input stamped this far behind the newest of its own stream is held back; once every active "
-              "stream has jumped back (or the ROS clock does), every buffer resets (bag loop). A stream whose next "
-              "message is on time again had one stale message: dropped and counted alone.", "> 0", _gt(0.0)),
-    ParamSpec("max_stream_lag", 0.5,
-              "s: camera and radar timeouts run on their own stamps (a constant transport latency does not expire "
-              "them), but never more than this behind the newest input of any kind (a silent kind cannot hold "
-              "frames).", "> 0", _gt(0.0)),
-    ParamSpec("stall_timeout", 0.5,
-              "s of node-clock time without any input after which pending frames are completed by their "
-              "timeouts (end of a bag, sensors stopped; run-time changeable: the lock-step replay holds it "
-              "long and shortens it after the bag's last message).", "(0, 3600]", lambda v: 0.0 < v <= 3600.0,
-              dynamic=True, float_range=(0.0, 3600.0)),
-    ParamSpec("tf_cache_time", 10.0, "s of history kept per dynamic TF edge.", "> 0", _gt(0.0)),
-    ParamSpec("tf_max_extrapolation", 0.05, "s a TF lookup may hold the nearest sample beyond its history.",
-              ">= 0", _ge(0.0)),
-    # ---- input sanity limits
-    ParamSpec("max_radar_points", 5000, "Radar clouds with more points are dropped unparsed (nuScenes: ~125).",
-              ">= 1", _ge(1)),
-    ParamSpec("max_image_bytes", 16_000_000, "Image messages with more data bytes are dropped undecoded.",
-              ">= 1", _ge(1)),
-    ParamSpec("max_image_size", [4096, 4096],
-              "Largest image [width, height] in pixels, read from the JPEG/PNG header (or Image fields) before "
-              "decoding: larger images are dropped undecoded (a tiny JPEG may declare 60000 x 60000).",
-              "2 values >= 1", lambda v: len(v) == 2 and all(x >= 1 for x in v)),
-    ParamSpec("max_stamp_future", 10.0, "s: inputs stamped further ahead of the node clock are dropped.",
-              "> 0", _gt(0.0)),
-    # ---- model
-    ParamSpec("checkpoint", "",
-              "Student checkpoint (.pt, imkd_core.checkpoint format). Required: the node does not start without "
-              f"one. The bundled imkd_core/weights/{DEMO_CHECKPOINT.name} is trained on synthetic data only; pass "
-              "it explicitly to try the pipeline, never on a vehicle.", "an existing file (required)", None),
-    ParamSpec("model_config", "",
-              "Model config: '' = the checkpoint's own, else a preset name (tiny, paper_r50_256x704) or a YAML "
-              "path; must fit the checkpoint's weights.", "", None),
-    ParamSpec("device", "auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.",
-              "auto | cpu | cuda | cuda:N", lambda v: v in ("auto", "cpu", "cuda") or
-              (v.startswith("cuda:") and v[5:].isdigit())),
-    ParamSpec("backend", "torch", "Inference backend: torch (eager), onnxruntime (graph exported at start), "
-              "torchscript.", "torch | onnxruntime | torchscript",
-              lambda v: v in ("torch", "onnxruntime", "torchscript")),
-    ParamSpec("precision", "fp32",
-              "Inference precision: fp32, fp16 (CUDA), bf16; fp16 and bf16 with backend torch only.",
-              "fp32 | fp16 | bf16", lambda v: v in ("fp32", "fp16", "bf16")),
-    ParamSpec("warmup", True, "Run one dummy frame at start so the first real frame is not slow.", "", None),
-    ParamSpec("score_threshold", 0.3, "Detections scoring below are not published (run-time changeable).",
-              "[0, 1)", lambda v: 0.0 <= v < 1.0, dynamic=True, float_range=(0.0, 1.0)),
-    ParamSpec("max_detections", 100, "Most detections per frame, best first (run-time changeable).",
-              "1 .. 1000", lambda v: 1 <= v <= 1000, dynamic=True, int_range=(1, 1000)),
-    # ---- outputs
-    ParamSpec("marker_lifetime", 0.5, "s RViz keeps a box marker without a newer frame (run-time changeable).",
-              "[0, 3600]", lambda v: 0.0 <= v <= 3600.0, dynamic=True, float_range=(0.0, 3600.0)),
-    ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", f"[{MIN_PERIOD}, 3600]",
-              lambda v: MIN_PERIOD <= v <= 3600.0),
-    ParamSpec("executor", "single",
-              "Executor of the input callbacks (inference has its own thread): 'single' = SingleThreadedExecutor, "
-              "'multi' = MultiThreadedExecutor (executor_threads), 'events' = rclpy.experimental.EventsExecutor "
-              "('single' where rclpy lacks it, e.g. Humble; see docs/design.md before using it).",
-              "single | multi | events", lambda v: v in ("events", "single", "multi")),
-    ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (executor: multi; 0 = 8).", ">= 0",
-              _ge(0)),
-)
-PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
-
-
-def default_params() -> dict[str, Any]:
-    """name -> default of every node parameter (what config/detector.yaml holds)."""
-    return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
-
-
-def validate_params(params: Mapping[str, Any]) -> list[str]:
-    """Every problem of a full parameter set, one readable line each (empty = valid). Pure."""
-    errors: list[str] = []
-    bad: set[str] = set()
-    for spec in PARAMS:
-        if spec.name not in params:
-            errors.append(f"{spec.name}: missing")
-            bad.add(spec.name)
-            continue
-        v = params[spec.name]
-        if param_files.yaml_type(v) != param_files.yaml_type(spec.default):
-            want = param_files.yaml_type(spec.default)
-            errors.append(f"{spec.name} = {v!r}: expected a {want} (like {spec.default!r})")
-            bad.add(spec.name)
-            continue
-        floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] if isinstance(v, list) else []
-        if not all(math.isfinite(x) and abs(x) <= MAX_DOUBLE for x in floats):
-            errors.append(f"{spec.name} = {v!r}: must be finite (|v| <= {MAX_DOUBLE:g})")
-            bad.add(spec.name)
-            continue
-        try:
-            ok = spec.check is None or bool(spec.check(v))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            errors.append(f"{spec.name} = {v!r}: must be {spec.constraint}")
-            bad.add(spec.name)
-    p = params
-    if not bad & {"base_frame", "fixed_frame"} and p["base_frame"] == p["fixed_frame"]:
-        errors.append(f"fixed_frame = {p['fixed_frame']!r}: must differ from base_frame")
-    if not bad & {"radar_sweeps", "radar_buffer_len"} and p["radar_sweeps"] and \
-            p["radar_buffer_len"] <= p["radar_sweeps"]:
-        errors.append(f"radar_buffer_len = {p['radar_buffer_len']}: must exceed radar_sweeps ({p['radar_sweeps']})")
-    if not bad & {"image_topics", "camera_info_topics", "radar_topics"}:
-        all_topics = list(p["image_topics"]) + list(p["camera_info_topics"]) + list(p["radar_topics"])
-        dup = sorted(t for t, n in Counter(all_topics).items() if n > 1)
-        if dup:
-            errors.append(f"input topics must be distinct; repeated: {dup}")
-    return errors
 
 
 class MissingCheckpoint(NodeConfigError):
@@ -348,107 +108,7 @@ def resolve_checkpoint(value: str) -> Path:
     return Path(os.path.expanduser(value.strip()))
 
 
-def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig:
-    """Node parameters (seconds) -> AssemblerConfig (nanoseconds)."""
-    ns = lambda s: int(round(float(s) * NS_PER_S))  # noqa: E731
-    return AssemblerConfig(
-        cameras=CAMERAS, radars=RADARS, trigger_camera=p["trigger_camera"],
-        match_window_ns=ns(p["sync_window"]),
-        camera_offsets_ns={c: ns(o) for c, o in zip(CAMERAS, p["camera_offsets"]) if o},
-        camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),
-        radar_sweeps=int(radar_sweeps), radar_mode=p["radar_mode"], radar_tolerance_ns=ns(p["radar_tolerance"]),
-        radar_timeout_ns=ns(p["radar_timeout"]), radar_max_gap_ns=ns(p["radar_max_gap"]),
-        radar_max_age_ns=ns(p["radar_max_age"]), radar_buffer_len=int(p["radar_buffer_len"]),
-        tf_timeout_ns=ns(p["tf_timeout"]), max_pending_frames=int(p["max_pending_frames"]),
-        max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
-        fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
-        max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), max_stream_lag_ns=ns(p["max_stream_lag"]),
-        decode_threads=int(p["decode_threads"]),
-        clear_tf_on_reset=True,
-    ).validate()
-
-
-def apply_detection_limits(predictor: Any, score_threshold: float, max_detections: int) -> None:
-    """Set the decode score threshold and top-K of a Predictor (the model reads them per call).
-
-    The node and the offline reference in tests/benchmarks configure their Predictors through
-    this one function, so both decode alike."""
-    predictor.config.model.score_threshold = float(score_threshold)
-    predictor.config.model.max_detections = int(max_detections)
-
-
-def default_params_file() -> Path | None:
-    """config/detector.yaml: the installed share dir (ament index) or this source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("imkd_ros")) / "config" / "detector.yaml"
-        if p.is_file():
-            return p
-    except (ImportError, LookupError, OSError, ValueError):  # not installed in an ament prefix
-        pass
-    p = Path(__file__).resolve().parents[1] / "config" / "detector.yaml"
-    return p if p.is_file() else None
-
-
-def parameter_table_markdown() -> str:
-    """The parameter table of README.md (name, type, default, meaning), from PARAMS."""
-    rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
-    for s in PARAMS:
-        d = s.default
-        shown = ("`''`" if d == "" else "the topics of *Inputs*" if isinstance(d, list) and isinstance(d[0], str)
-                 else f"`{json.dumps(d)}`")
-        meaning = s.description + (f" Constraint: {s.constraint}." if s.constraint else "") + \
-            (" **Dynamic.**" if s.dynamic else "")
-        rows.append(f"| `{s.name}` | {param_files.yaml_type(d)} | {shown} | {meaning} |")
-    return "\n".join(rows)
-
-
 # ============================================================================ small helpers
-class _Window:
-    """Bounded window of recent float samples with percentiles (thread-safe enough: GIL + copy)."""
-
-    def __init__(self, n: int = 200) -> None:
-        self.values: deque[float] = deque(maxlen=n)
-
-    def add(self, v: float) -> None:
-        self.values.append(float(v))
-
-    def summary(self) -> dict[str, float]:
-        v = np.array(list(self.values), dtype=np.float64)
-        if v.size == 0:
-            return {}
-        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
-                "last": float(v[-1])}
-
-
-class _Throttle:
-    """Per-key log throttle: at most one message per key every `period` s, with a skipped count."""
-
-    def __init__(self, period: float = 5.0) -> None:
-        self.period = period
-        self._last: dict[str, float] = {}
-        self._skipped: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> int | None:
-        """None = stay quiet; else log now (returns how many were skipped since the last one)."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.period:
-                self._skipped[key] += 1
-                return None
-            self._last[key] = now
-            return self._skipped.pop(key, 0)
-
-
-def _kv(key: str, value: Any) -> KeyValue:
-    if isinstance(value, float):
-        value = f"{value:.3f}"
-    return KeyValue(key=key, value=str(value))
-
-
 class _EncodedImage:
     """An image message kept encoded in the assembler (imkd_ros.assembler.EncodedImage)."""
 
@@ -477,7 +137,7 @@ class DetectorNode(Node):
 
         self._lock = threading.Lock()  # node-side counters and state
         self.bad: Counter[str] = Counter(dict.fromkeys(BAD_KINDS, 0))
-        self._throttle = _Throttle(5.0)
+        self._throttle = Throttle(5.0)
         self.predictor = self._load_predictor(ckpt)
         model_cfg = self.predictor.config
         self.radar_sweeps = int(self.p["radar_sweeps"] or model_cfg.data.radar_sweeps)
@@ -505,13 +165,11 @@ class DetectorNode(Node):
         self.frames_published = 0
         self.ros_clock_resets = 0
         self.input_counts: Counter[str] = Counter()
-        self._last_rates: tuple[float, dict[str, int]] = (time.monotonic(), {})
-        self._last_diag_bad: dict[str, int] = dict(self.bad)
-        self._last_diag_stats: dict[str, int] = {}
-        self.latency = {k: _Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
+        self._report = DiagnosticsReport()
+        self.latency = {k: Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
         # node clock at the callback minus header stamp, every sensor and /tf message (lag behind the stream)
-        self.latency["input_lag_ms"] = _Window(5000)
-        self.stage_ms: dict[str, _Window] = {}
+        self.latency["input_lag_ms"] = Window(5000)
+        self.stage_ms: dict[str, Window] = {}
 
         if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
             self._warmup()
@@ -1046,7 +704,7 @@ class DetectorNode(Node):
                          ("age_ms", age_ms)):
                 self.latency[k].add(v)
             for k, v in stages.items():
-                self.stage_ms.setdefault(k, _Window(100)).add(v)
+                self.stage_ms.setdefault(k, Window(100)).add(v)
         if self.timing_pub.get_subscription_count():
             self.timing_pub.publish(String(data=json.dumps({
                 "stamp": int(frame.stamp), "detections": len(det), "cameras": int(frame.camera_mask.sum()),
@@ -1058,79 +716,25 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> DiagnosticArray:
-        """The DiagnosticArray published every diagnostics_period (see README.md)."""
-        name = self.get_name()
-        now_mono = time.monotonic()
-        t_prev, counts_prev = self._last_rates
-        dt = max(now_mono - t_prev, 1e-6)
+        """The DiagnosticArray published every diagnostics_period (imkd_ros.diagnostics, README.md)."""
+        p = self.p
         with self._lock:
             counts = dict(self.input_counts)
-        self._last_rates = (now_mono, counts)
         stats = self.assembler.stats
+        frames = [f for f in self._camera_frames + self._radar_frames if f is not None and not self._connected(f)]
         with self._lock:
-            bad = dict(self.bad)
-            published = self.frames_published
-            lat = {k: w.summary() for k, w in self.latency.items()}
+            bad, published, resets = dict(self.bad), self.frames_published, self.ros_clock_resets
+            latency = {k: w.summary() for k, w in self.latency.items()}
             stages = {k: w.summary() for k, w in self.stage_ms.items()}
-            clock_resets = self.ros_clock_resets
-        OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-
-        # inputs
-        topics = (list(self.p["image_topics"]) + list(self.p["camera_info_topics"]) + list(self.p["radar_topics"])
-                  + ["/tf", "/tf_static"])
-        rates = {t: (counts.get(t, 0) - counts_prev.get(t, 0)) / dt for t in topics}
-        values = [_kv("waiting_for", self._waiting or "")]
-        values += [_kv(f"rate_hz {t}", rates[t]) for t in topics]
-        values += [_kv(f"count {t}", counts.get(t, 0)) for t in topics]
-        unknown = [f for f in self._camera_frames + self._radar_frames
-                   if f is not None and not self._connected(f)]
-        values.append(_kv("frames_without_tf", ",".join(sorted(set(unknown)))))
-        silent = [t for t in self.p["image_topics"] + self.p["radar_topics"] if rates[t] == 0.0]
-        if self._waiting:
-            lvl, msg = WARN, f"waiting for {self._waiting}"
-        elif unknown:
-            lvl, msg = WARN, f"no TF to {self.p['base_frame']} for {sorted(set(unknown))}"
-        elif silent:
-            lvl, msg = WARN, f"{len(silent)} sensor topic(s) silent"
-        else:
-            lvl, msg = OK, "all inputs arriving"
-        inputs = DiagnosticStatus(level=lvl, name=f"{name}: inputs", message=msg, hardware_id=name, values=values)
-
-        # frames
-        new_stats = {k: stats[k] - self._last_diag_stats.get(k, 0) for k in STAT_KEYS}
-        self._last_diag_stats = stats
-        values = [_kv("frames_published", published),
-                  _kv("detections_subscribers", self.det_pub.get_subscription_count()),
-                  _kv("ros_clock_resets", clock_resets),
-                  _kv("pending", self.assembler.pending)] + [_kv(k, stats[k]) for k in STAT_KEYS]
-        drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid",
-                                           "frames_dropped_decode"))
-        masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"] + new_stats["cameras_masked_decode"]
-        lvl, msg = (WARN, f"{drops} frame(s) dropped, {masked} camera slot(s) masked") if drops or masked else \
-            (OK, f"{published} frames published")
-        frames = DiagnosticStatus(level=lvl, name=f"{name}: frames", message=msg, hardware_id=name, values=values)
-
-        # bad input
-        new_bad = {k: bad[k] - self._last_diag_bad.get(k, 0) for k in BAD_KINDS}
-        self._last_diag_bad = bad
-        grew = [k for k in BAD_KINDS if new_bad[k]]
-        lvl = ERROR if new_bad["inference_errors"] else WARN if grew else OK
-        msg = ("new: " + ", ".join(f"{k} +{new_bad[k]}" for k in grew)) if grew else "none new"
-        bad_status = DiagnosticStatus(level=lvl, name=f"{name}: bad input", message=msg, hardware_id=name,
-                                      values=[_kv(k, bad[k]) for k in BAD_KINDS])
-
-        # latency and per-stage timing
-        values = [_kv(f"{k} {q}", v) for k, s in lat.items() for q, v in s.items()]
-        p50 = lat["latency_ms"].get("p50")
-        latency = DiagnosticStatus(level=OK, name=f"{name}: latency", hardware_id=name, values=values,
-                                   message=f"p50 {p50:.1f} ms (last input -> published)" if p50 is not None
-                                   else "no frames yet")
-        values = [_kv("device", str(self.predictor.device)), _kv("model", self.predictor.config.name)]
-        values += [_kv(f"{k} {q}_ms", v) for k, s in stages.items() for q, v in s.items() if q in ("p50", "last")]
-        total = stages.get("total", {}).get("p50")
-        timing = DiagnosticStatus(level=OK, name=f"{name}: timing", hardware_id=name, values=values,
-                                  message=f"predictor p50 {total:.1f} ms" if total is not None else "no frames yet")
-        arr = DiagnosticArray(status=[inputs, frames, bad_status, latency, timing])
+        state = NodeState(
+            name=self.get_name(), waiting_for=self._waiting, base_frame=p["base_frame"],
+            input_topics=list(p["image_topics"]) + list(p["camera_info_topics"]) + list(p["radar_topics"])
+            + ["/tf", "/tf_static"], sensor_topics=list(p["image_topics"]) + list(p["radar_topics"]),
+            input_counts=counts, frames_without_tf=frames, frames_published=published,
+            detections_subscribers=self.det_pub.get_subscription_count(), ros_clock_resets=resets,
+            pending=self.assembler.pending, assembler_stats=stats, bad=bad, latency=latency, stages=stages,
+            device=str(self.predictor.device), model=self.predictor.config.name)
+        arr = self._report.build(state)
         arr.header.stamp = self.get_clock().now().to_msg()
         return arr
 
