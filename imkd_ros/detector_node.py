@@ -4,38 +4,30 @@
     imkd-detector [--ros-args --params-file my.yaml -p checkpoint:=student.pt -p device:=cuda]
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt        (real ROS installs)
 
-A thin rclpy wrapper (DESIGN.md, "The ROS 2 node"): message callbacks convert (imkd_ros.msgs)
-and buffer (imkd_ros.assembler.FrameAssembler, which owns the time synchronisation and the
-TfBuffer); the inference callback takes the newest completed SensorFrame and runs
-imkd_core.predict.Predictor. No model math lives here.
+A thin rclpy wrapper (docs/design.md, "The ROS 2 node"): input callbacks check each message
+(imkd_ros.input_checks), convert it (imkd_ros.msgs) and buffer it (imkd_ros.assembler, which owns
+the time synchronisation and the TfBuffer); images stay JPEG bytes. Inference has its own
+thread, woken by every accepted input while a frame is in assembly (and every 50 ms for the
+stall flush): it takes the newest completed frame, decodes that frame's images
+(`_decode_image`, the one place images are decoded) and runs imkd_core.predict.Predictor, so
+decode work scales with the inference rate and inputs never queue behind the model
+(docs/design.md, "Live operation"). No model math lives here.
 
-Threads: the input callbacks run on one executor thread (`executor`: SingleThreadedExecutor
-by default; MultiThreadedExecutor or rclpy's EventsExecutor on request); they only
-check, convert radar and /tf (vectorised) and buffer: images stay JPEG bytes. Inference has
-its own thread, woken by every accepted input while a frame is in assembly (and every 50 ms for
-the stall flush); it takes the newest completed frame, decodes that frame's images
-(`_decode_image`, the one place images are decoded) and runs the model, so decode work scales
-with the inference rate, not the camera rate, and inputs are never queued behind the model
-(docs/design.md, "Live operation").
-
-Bad input never raises out of a callback: it is dropped, counted by kind (BAD_KINDS, reported
-on /diagnostics) and logged with a per-kind throttle. Parameters are declared from `PARAMS`
-(the one table: defaults = config/detector.yaml, descriptors, README.md), validated at
-start (exit code 2 with every problem listed) and, for the few that may change at run time,
-in an on-set-parameters callback.
+Bad input never raises out of a callback: it is dropped, counted by kind and logged with a
+per-kind throttle (imkd_ros.diagnostics, on /diagnostics). Parameters are declared from
+imkd_ros.params.PARAMS, validated at start (exit code 2 with every problem listed) and, for
+the few that may change at run time, in the set-parameters callbacks.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import sys
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +49,7 @@ from rclpy.exceptions import (
     InvalidTopicNameException,
     ParameterException,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -69,43 +61,37 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from imkd_core.frame import CAMERAS, RADARS, SensorFrame
-from imkd_core.radar import RADAR_PCD_FIELDS
-from imkd_core.weights import DEMO_CHECKPOINT  # named in the message when `checkpoint` is empty
+from imkd_ros import input_checks as checks
 from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
 from imkd_ros.assembler import FrameAssembler
 from imkd_ros.diagnostics import BAD_KINDS, DiagnosticsReport, NodeState, Throttle, Window
-from imkd_ros.image_header import check_image_size
-from imkd_ros.params import (  # PARAMS, default_params, ...: also imported from here by older callers
+from imkd_ros.params import (
     DYNAMIC_PARAMS,
     NS_PER_S,
     PARAM_SPECS,
     PARAMS,
+    NodeConfigError,
     apply_detection_limits,
     assembler_config,
+    change_problems,
     default_params,
-    default_params_file,
+    default_params_file,  # noqa: F401 - still imported from here by callers of the node module
+    resolve_checkpoint,
     validate_params,
+    with_default_params_file,
 )
+from imkd_ros.rclpy_compat import make_executor
 from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
-from imkd_ros.topics import NODE_NAME
-
-
-class NodeConfigError(RuntimeError):
-    """The node's parameters, checkpoint or device cannot work; the message lists why."""
-
-
-class MissingCheckpoint(NodeConfigError):
-    """`checkpoint` is empty: there is no silent default model."""
-
-
-def resolve_checkpoint(value: str) -> Path:
-    """The checkpoint parameter -> a path; MissingCheckpoint when it is empty."""
-    if not value.strip():
-        raise MissingCheckpoint(
-            "checkpoint is required (pass checkpoint:=/path/to/student.pt); the bundled demo checkpoint "
-            f"{DEMO_CHECKPOINT} is trained on synthetic data only: pass it explicitly to try the pipeline")
-    return Path(os.path.expanduser(value.strip()))
+from imkd_ros.topics import (
+    ATTRIBUTES_TOPIC,
+    DETECTIONS_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    MARKERS_TOPIC,
+    NODE_NAME,
+    TIMING_TOPIC,
+    TOPICS,
+)
 
 
 # ============================================================================ small helpers
@@ -295,16 +281,16 @@ class DetectorNode(Node):
                             durability=DurabilityPolicy.VOLATILE)  # tf2_ros's dynamic listener QoS
         static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)  # tf2_ros's static listener QoS
-        for static, topic, qos in ((False, "/tf", tf_qos), (True, "/tf_static", static_qos)):
+        for static, topic, qos in ((False, TOPICS["tf"], tf_qos), (True, TOPICS["tf_static"], static_qos)):
             self.subs.append(self.create_subscription(
                 TFMessage, topic, lambda m, s=static, t=topic: self._guard_cb(self._on_tf, s, m, topic=t), qos,
                 callback_group=self.tf_group))
         out_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        self.det_pub = self.create_publisher(Detection3DArray, "~/detections", out_qos)
-        self.attr_pub = self.create_publisher(PointCloud2, "~/detection_attributes", out_qos)  # index-aligned
-        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
-        self.timing_pub = self.create_publisher(String, "~/timing", out_qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.det_pub = self.create_publisher(Detection3DArray, DETECTIONS_TOPIC, out_qos)
+        self.attr_pub = self.create_publisher(PointCloud2, ATTRIBUTES_TOPIC, out_qos)  # index-aligned
+        self.marker_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, out_qos)
+        self.timing_pub = self.create_publisher(String, TIMING_TOPIC, out_qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, out_qos)
         # steady-clock timer: it also ticks when a simulated clock stands still (paused bag)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics,
@@ -313,17 +299,7 @@ class DetectorNode(Node):
     # ------------------------------------------------------------------ run-time parameters
     def _change_problems(self, params: list[Parameter]) -> list[str]:
         """Why a run-time change of our parameters would be refused (read-only, type, value)."""
-        reasons = []
-        for prm in params:
-            spec = PARAM_SPECS.get(prm.name)
-            if spec is None:
-                continue  # use_sim_time and other rclpy-owned parameters
-            if not spec.dynamic:
-                reasons.append(f"{prm.name} is read-only at run time (restart the node to change it)")
-                continue
-            v = self._plain(prm.value)
-            reasons += [e for e in validate_params({**self.p, prm.name: v}) if e.startswith(prm.name)]
-        return reasons
+        return change_problems(self.p, [(prm.name, self._plain(prm.value)) for prm in params])
 
     def _pre_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
         """Runs before rclpy's own checks (read-only, ranges, types), which refuse without calling
@@ -376,20 +352,12 @@ class DetectorNode(Node):
                 with self._lock:
                     self.input_counts[topic] += 1
 
-    def _stamp_ok(self, stamp: int, what: str) -> bool:
-        if stamp <= 0:
-            self._count_bad("stamp_zero", f"{what}: header stamp {stamp} ns")
-            return False
-        now = self.get_clock().now().nanoseconds
-        if now > 0 and stamp > now + self.p["max_stamp_future"] * NS_PER_S:
-            self._count_bad("stamp_future", f"{what}: stamp {stamp / 1e9:.3f} s is {(stamp - now) / 1e9:.1f} s "
-                                            f"ahead of the node clock")
-            return False
-        return True
+    def _now(self) -> int:
+        return self.get_clock().now().nanoseconds
 
     def _input(self, stamp: int | None = None) -> None:
         """Note an input: the time of the newest input, the newest stamp."""
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         with self._lock:
             self._last_input_mono = time.monotonic()
             self._last_input_clock = now
@@ -398,7 +366,7 @@ class DetectorNode(Node):
 
     def _note_lag(self, stamp: int) -> None:
         """How far behind its stamp an input is handled (node clock; sim time when replaying)."""
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         if now > 0:
             self.latency["input_lag_ms"].add((now - stamp) / 1e6)
 
@@ -418,7 +386,7 @@ class DetectorNode(Node):
             self.get_logger().info(f"clock source changed ({jump.clock_change.name})")
         elif jump.delta.nanoseconds >= 0:
             return
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         with self._lock:
             newest = self._newest_stamp
             stale = newest is not None and newest > now + self.p["max_clock_jump_back"] * NS_PER_S
@@ -434,13 +402,10 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_camera_info(self, c: int, msg: CameraInfo) -> None:
-        topic = self.p["camera_info_topics"][c]
         try:
-            M.camera_info_to_K(msg)
-            if int(msg.width) <= 0 or int(msg.height) <= 0:
-                raise M.MessageError(f"no image size ({msg.width} x {msg.height})")
-        except M.MessageError as e:
-            self._count_bad("camera_info_invalid", f"{topic}: {e}")
+            checks.check_camera_info(msg, self.p["camera_info_topics"][c])
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
         stamp = M.stamp_to_ns(msg.header.stamp)
         infos = self._infos[c]
@@ -452,52 +417,23 @@ class DetectorNode(Node):
         if held is not None:
             self._on_image(c, held, was_held=True)
 
-    def _header_ok(self, msg: Any, topic: str) -> int | None:
-        """The message's stamp in ns if its stamp and frame_id are usable, else None (counted)."""
-        stamp = M.stamp_to_ns(msg.header.stamp)
-        if not self._stamp_ok(stamp, topic):
-            return None
-        if not msg.header.frame_id:
-            self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
-            return None
-        return stamp
-
     def _on_image(self, c: int, msg: Any, was_held: bool = False) -> None:
-        topic = self.p["image_topics"][c]
+        p = self.p
+        topic, info_topic = p["image_topics"][c], p["camera_info_topics"][c]
         if not was_held:
             self._input()
-        stamp = self._header_ok(msg, topic)
-        if stamp is None:
-            return
-        if not was_held:
-            self._note_lag(stamp)
-        nbytes = len(msg.data)
-        if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
-            self._count_bad("image_empty", f"{topic}: empty image ({nbytes} bytes)")
-            return
-        if nbytes > self.p["max_image_bytes"]:
-            self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
-            return
-        try:  # format and the size the header declares (a cut-off JPEG fails here): nothing decoded yet
-            hw = M.image_dimensions(msg)
-        except M.MessageError as e:
-            self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
-            return
-        too_large = check_image_size(hw, self.p["max_image_size"])
-        if too_large:
-            self._count_bad("image_dimensions", f"{topic}: {too_large}; dropped undecoded")
-            return
-        info = self._infos[c].get(stamp) or self._latest_info[c]
-        if info is None:  # hold the newest image until the camera's CameraInfo arrives
-            self._held[c] = msg
-            self._count_bad("waiting_camera_info", f"{topic}: no CameraInfo yet on "
-                                                   f"{self.p['camera_info_topics'][c]}; image held")
-            return
-        if hw != M.camera_info_image_size(info):  # K would be applied at the wrong resolution
-            h, w = M.camera_info_image_size(info)
-            self._count_bad("camera_info_mismatch", f"{topic}: image {hw[1]} x {hw[0]} but "
-                                                    f"{self.p['camera_info_topics'][c]} describes {w} x {h}; "
-                                                    "image dropped (no intrinsics for it)")
+        try:
+            stamp = checks.header_stamp(msg, topic, self._now(), p["max_stamp_future"])
+            if not was_held:
+                self._note_lag(stamp)
+            hw = checks.image_size(msg, topic, p["max_image_bytes"], p["max_image_size"])
+            info = self._infos[c].get(stamp) or self._latest_info[c]
+            if info is None:  # hold the newest image until the camera's CameraInfo arrives
+                self._held[c] = msg
+                raise checks.BadInput("waiting_camera_info", f"{topic}: no CameraInfo yet on {info_topic}; image held")
+            checks.check_image_matches_info(hw, info, topic, info_topic)
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
         self._camera_frames[c] = msg.header.frame_id
         with self._lock:
@@ -517,7 +453,7 @@ class DetectorNode(Node):
         try:
             rgb = M.msg_to_rgb(msg, r)
         except M.MessageError as e:
-            self._count_bad(_image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
+            self._count_bad(checks.image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
             raise
         try:
             K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
@@ -529,32 +465,15 @@ class DetectorNode(Node):
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
         self._input()
-        stamp = self._header_ok(msg, topic)
-        if stamp is None:
-            return
-        self._note_lag(stamp)
-        n = int(msg.width) * int(msg.height)
-        if n > self.p["max_radar_points"]:
-            self._count_bad("radar_too_large", f"{topic}: {n} points > max_radar_points {self.p['max_radar_points']}")
-            return
-        if not msg.fields:
-            self._count_bad("radar_empty", f"{topic}: PointCloud2 without fields ({n} points, {len(msg.data)} bytes)")
-            return
-        names = {f.name for f in msg.fields}
-        missing = [f for f in RADAR_PCD_FIELDS if f not in names]
-        if missing:
-            self._count_bad("radar_fields", f"{topic}: lacks radar fields {missing}; has {sorted(names)}")
-            return
         try:
-            pts = M.radar_points(msg)
-        except M.MessageError as e:
-            self._count_bad("radar_malformed", f"{topic}: {e}")
+            stamp = checks.header_stamp(msg, topic, self._now(), self.p["max_stamp_future"])
+            self._note_lag(stamp)
+            pts, nan_points = checks.radar_points(msg, topic, self.p["max_radar_points"])
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
-        finite = np.isfinite(pts[:3]).all(axis=0)
-        if not finite.all():
-            self._count_bad("radar_nan_points", f"{topic}: {int((~finite).sum())} of {pts.shape[1]} points have "
-                                                "NaN/inf x/y/z (dropped)")
-            pts = pts[:, finite]
+        if nan_points is not None:  # those points are dropped, the sweep is kept
+            self._count_bad(nan_points.kind, nan_points.detail)
         self._radar_frames[r] = msg.header.frame_id
         with self._lock:
             self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
@@ -567,28 +486,13 @@ class DetectorNode(Node):
 
     def _on_tf(self, static: bool, msg: TFMessage) -> None:
         topic = "/tf_static" if static else "/tf"
-        try:
-            items = M.tf_message_to_list(msg)
-        except M.MessageError as e:  # as tf2: a bad transform costs only itself, not its message
-            items, bad = [], 0
-            for t in msg.transforms:
-                try:
-                    items += M.tf_message_to_list(TFMessage(transforms=[t]))
-                except M.MessageError:
-                    bad += 1
-            self._count_bad("tf_invalid", f"{topic}: {bad} of {len(msg.transforms)} transform(s) dropped ({e})")
-        if not static:
-            now = self.get_clock().now().nanoseconds
-            horizon = now + self.p["max_stamp_future"] * NS_PER_S if now > 0 else math.inf
-            good = [it for it in items if 0 < it[2] <= horizon]
-            if len(good) < len(items):
-                self._count_bad("tf_stamp_invalid", f"{topic}: {len(items) - len(good)} transform(s) with a zero "
-                                                    "or far-future stamp dropped")
-            items = good
-            if items:
-                self._input(max(it[2] for it in items))
-                self._note_lag(max(it[2] for it in items))
+        items, problems = checks.transforms(msg, topic, static, self._now(), self.p["max_stamp_future"])
+        for e in problems:
+            self._count_bad(e.kind, e.detail)
         if not static and items:
+            newest = max(it[2] for it in items)
+            self._input(newest)
+            self._note_lag(newest)
             conflicts = static_conflicts(self.tf, items)
             if conflicts:
                 self._count_bad("tf_static_conflict", f"{topic}: {'; '.join(conflicts)}")
@@ -629,7 +533,7 @@ class DetectorNode(Node):
                 break
             try:
                 last = self._last_input_clock
-                now = self.get_clock().now().nanoseconds
+                now = self._now()
                 stalled = last is not None and now - last > self.p["stall_timeout"] * NS_PER_S
                 self._infer_step(flush=stalled and self.assembler.pending > 0)
             except Exception as e:  # noqa: BLE001 - the thread must survive anything but shutdown
@@ -693,7 +597,7 @@ class DetectorNode(Node):
             self._count_bad("inference_errors", f"frame {frame.stamp}: detections not publishable: {e}")
             return
         t2 = time.perf_counter()
-        age_ms = (self.get_clock().now().nanoseconds - frame.stamp) / 1e6
+        age_ms = (self._now() - frame.stamp) / 1e6
         processing_ms = (published - poll_mono) * 1e3
         wait_ms = max(0.0, (poll_mono - last_input) * 1e3) if last_input is not None else 0.0
         latency_ms = (published - last_input) * 1e3 if last_input is not None else processing_ms
@@ -764,49 +668,10 @@ def _reduction(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
     return jpeg_reduction(src_hw, dst_hw)
 
 
-def _image_error_kind(msg: Any, err: Exception) -> str:
-    """Which BAD_KINDS a MessageError from imkd_ros.msgs.msg_to_rgb is (by its documented wording)."""
-    head = str(err).split(":")[0]  # decode failures read "CompressedImage ('jpeg', N bytes): <why>"
-    if hasattr(msg, "format"):  # CompressedImage
-        return "image_encoding" if "format" in head or head.startswith("unsupported") else "image_corrupt"
-    return "image_encoding" if head.startswith("unsupported image encoding") else "image_malformed"
-
-
 # ============================================================================ entry point
-def _with_default_params_file(argv: Sequence[str]) -> list[str]:
-    """argv with `--ros-args --params-file <config/detector.yaml>` unless a params file is given.
-
-    The file goes before the user's first `--ros-args` (else at the end): rcl applies parameter
-    overrides in argv order, later ones winning, so the user's `-p name:=value` beat the file."""
-    argv = list(argv)
-    if "--params-file" in argv:
-        return argv
-    path = default_params_file()
-    if path is None:
-        return argv
-    at = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
-
-
-def make_executor(kind: str, threads: int = 0, context: Any = None) -> tuple[Any, str]:
-    """(executor for the input callbacks, the kind used): 'events' needs
-    rclpy.experimental.EventsExecutor (Jazzy's rclpy >= 7.1.4); where rclpy lacks it (Humble)
-    'single' stands in: both run the callbacks on one thread, the inference has its own."""
-    if kind == "events":
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError:
-            kind = "single"
-        else:
-            return EventsExecutor(context=context), "events"
-    if kind == "multi":
-        return MultiThreadedExecutor(num_threads=threads or 8, context=context), "multi"
-    return SingleThreadedExecutor(context=context), "single"
-
-
 def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
-    argv = _with_default_params_file(list(sys.argv if args is None else args))
+    argv = with_default_params_file(list(sys.argv if args is None else args))
     log = get_logger(NODE_NAME)
     checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS,
                                      param_files.check_value_against(default_params(), validate_params))

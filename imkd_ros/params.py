@@ -17,7 +17,7 @@ import math
 import os
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from imkd_core.atomic import atomic_write_text
 from imkd_core.errors import UserError, cli_main
 from imkd_core.frame import CAMERAS, RADARS
-from imkd_core.weights import DEMO_CHECKPOINT  # named in the checkpoint's description
+from imkd_core.weights import DEMO_CHECKPOINT  # named in the checkpoint's description and error
 from imkd_ros import param_files
 from imkd_ros.assembler import AssemblerConfig
 from imkd_ros.topics import CAMERA_INFO_TOPICS, IMAGE_TOPICS, NODE_NAME, RADAR_TOPICS
@@ -35,6 +35,23 @@ NS_PER_S = 1_000_000_000
 MAX_DOUBLE = 1e6
 # Shortest diagnostics_period (100 Hz; the lock-step replay uses 50 Hz): no timer spins a core.
 MIN_PERIOD = 0.01
+
+
+class NodeConfigError(RuntimeError):
+    """The node's parameters, checkpoint or device cannot work; the message lists why."""
+
+
+class MissingCheckpoint(NodeConfigError):
+    """`checkpoint` is empty: there is no silent default model."""
+
+
+def resolve_checkpoint(value: str) -> Path:
+    """The checkpoint parameter -> a path; MissingCheckpoint when it is empty."""
+    if not value.strip():
+        raise MissingCheckpoint(
+            "checkpoint is required (pass checkpoint:=/path/to/student.pt); the bundled demo checkpoint "
+            f"{DEMO_CHECKPOINT} is trained on synthetic data only: pass it explicitly to try the pipeline")
+    return Path(os.path.expanduser(value.strip()))
 
 
 @dataclass(frozen=True)
@@ -242,6 +259,21 @@ def validate_params(params: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def change_problems(current: Mapping[str, Any], changes: Iterable[tuple[str, Any]]) -> list[str]:
+    """Why run-time changes (name, value) of a running parameter set `current` would be refused:
+    read-only, type, value. Names outside PARAMS (use_sim_time, rclpy's own) are not judged here."""
+    reasons = []
+    for name, value in changes:
+        spec = PARAM_SPECS.get(name)
+        if spec is None:
+            continue
+        if not spec.dynamic:
+            reasons.append(f"{name} is read-only at run time (restart the node to change it)")
+            continue
+        reasons += [e for e in validate_params({**current, name: value}) if e.startswith(name)]
+    return reasons
+
+
 def _problem(spec: ParamSpec, params: Mapping[str, Any]) -> str | None:
     """Why one parameter's value is unusable on its own (missing, type, finiteness, check), or None."""
     if spec.name not in params:
@@ -300,6 +332,21 @@ def default_params_file() -> Path | None:
         pass
     p = Path(__file__).resolve().parents[1] / "config" / "detector.yaml"
     return p if p.is_file() else None
+
+
+def with_default_params_file(argv: Sequence[str]) -> list[str]:
+    """argv with `--ros-args --params-file <config/detector.yaml>` unless a params file is given.
+
+    The file goes before the user's first `--ros-args` (else at the end): rcl applies parameter
+    overrides in argv order, later ones winning, so the user's `-p name:=value` beat the file."""
+    argv = list(argv)
+    if "--params-file" in argv:
+        return argv
+    path = default_params_file()
+    if path is None:
+        return argv
+    at = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
 
 
 # ============================================================================ generated files
