@@ -18,8 +18,7 @@ import numpy as np
 from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_ros import msgs as M
 from imkd_ros.image_header import check_image_size
-
-NS_PER_S = 1_000_000_000
+from imkd_ros.params import NS_PER_S
 
 
 class BadInput(ValueError):

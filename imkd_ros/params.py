@@ -3,9 +3,10 @@ constraint and check of every parameter, and their validation.
 
 The one home of the parameters: the node declares them from `PARAMS`; config/detector.yaml and
 the parameter table of README.md are generated from it (`python -m imkd_ros.params --write`;
-`--check` and test/test_params.py fail when the committed files differ); params files and `-p`
-overrides are checked against it before rcl reads them (imkd_ros.param_files). Pure Python (no
-rclpy), so tools and tests read the schema without starting a node.
+without --write it exits 1 with a diff, and test/test_params.py fails, when the committed files
+differ); params files and `-p` overrides are checked against it before rcl reads them
+(imkd_ros.param_files). Pure Python (no rclpy), so tools, tests and the launch file read the
+schema without starting a node.
 """
 
 from __future__ import annotations
