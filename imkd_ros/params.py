@@ -275,6 +275,21 @@ def change_problems(current: Mapping[str, Any], changes: Iterable[tuple[str, Any
     return reasons
 
 
+def effective_params(params_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None,
+                     fqn: str = f"/{NODE_NAME}") -> dict[str, Any]:
+    """The values the node will run with, in rcl's order: the defaults, then each params file in
+    turn (the sections whose node key matches the node's name `fqn`), then `overrides` (-p
+    name:=value); later ones win. For tools that must know the node's settings without asking it."""
+    values = default_params()
+    for path in params_files:
+        doc = param_files.load_yaml(Path(path).read_text()) or {}
+        for key, body in doc.items() if isinstance(doc, dict) else ():
+            if isinstance(body, dict) and param_files.key_matches(key, fqn):
+                values.update({k: v for k, v in (body.get("ros__parameters") or {}).items() if k in PARAM_SPECS})
+    values.update({k: v for k, v in (overrides or {}).items() if k in PARAM_SPECS})
+    return values
+
+
 def _problem(spec: ParamSpec, params: Mapping[str, Any]) -> str | None:
     """Why one parameter's value is unusable on its own (missing, type, finiteness, check), or None."""
     if spec.name not in params:

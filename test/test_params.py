@@ -122,3 +122,15 @@ def test_every_dynamic_parameter_takes_effect_on_a_running_node(ros_context: Any
         assert not refused.successful and node.p["sync_window"] == P.default_params()["sync_window"]
     finally:
         node.destroy_node()
+
+
+def test_effective_params_follow_rcl_order(tmp_path: Path) -> None:
+    """Defaults, then params files in order (matching node keys only), then -p overrides."""
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("/**/imkd_detector:\n  ros__parameters:\n    camera_timeout: 0.2\n    radar_timeout: 0.3\n"
+                     "other_node:\n  ros__parameters:\n    tf_timeout: 0.9\n")
+    second.write_text("/**:\n  ros__parameters:\n    radar_timeout: 0.4\n    use_sim_time: true\n")
+    got = P.effective_params([P.default_params_file(), first, second], {"tf_timeout": 0.07})
+    assert (got["camera_timeout"], got["radar_timeout"], got["tf_timeout"]) == (0.2, 0.4, 0.07)
+    assert "use_sim_time" not in got and got["sync_window"] == P.default_params()["sync_window"]
+    assert P.effective_params([first], fqn="/perception/imkd_detector")["camera_timeout"] == 0.2
