@@ -100,6 +100,8 @@ def test_dynamic_parameters_are_the_schema_s() -> None:
     assert P.change_problems(p, [("score_threshold", 1.5)])[0].startswith("score_threshold")
 
 
+@pytest.mark.ros
+@pytest.mark.slow  # loads the Predictor
 def test_every_dynamic_parameter_takes_effect_on_a_running_node(ros_context: Any) -> None:
     """A change accepted at run time reaches the values the node works with (and the Predictor)."""
     from rclpy.parameter import Parameter
