@@ -23,18 +23,17 @@ import numpy as np
 from imkd_core.frame import CLASS_COLORS, CLASSES
 from imkd_core.pcd import PcdCloud, PcdError, parse_pcd
 from imkd_ros import cdr, image_header
-
-MAP_FRAME = "map"
-ODOM_FRAME = "odom"
-BASE_FRAME = "base_link"
-
-IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
-TF_TYPE = "tf2_msgs/msg/TFMessage"
-ODOM_TYPE = "nav_msgs/msg/Odometry"
-DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
-MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
+from imkd_ros.topics import (
+    BASE_FRAME,
+    CAMERA_INFO_TYPE,
+    DETECTIONS_TYPE,
+    IMAGE_TYPE,
+    MARKERS_TYPE,
+    ODOM_FRAME,
+    ODOM_TYPE,
+    POINTS_TYPE,
+    TF_TYPE,
+)
 
 # rosbag2 metadata version and typestore per target distro (docs/design.md, "Bags for Humble and Jazzy").
 BAG_VERSIONS: dict[str, int] = {"humble": 8, "jazzy": 9}

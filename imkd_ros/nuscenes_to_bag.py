@@ -92,21 +92,10 @@ import numpy as np
 
 from imkd_core.data.nuscenes import load_nuscenes
 from imkd_core.errors import UserError, cli_main, writable_dir
-from imkd_core.frame import CAMERAS, LIDAR, RADARS
 from imkd_core.pcd import parse_pcd
 from imkd_ros.bag_messages import (
     BAG_VERSIONS,
-    BASE_FRAME,
-    CAMERA_INFO_TYPE,
     DEFAULT_DISTRO,
-    DETECTIONS_TYPE,
-    IMAGE_TYPE,
-    MAP_FRAME,
-    MARKERS_TYPE,
-    ODOM_FRAME,
-    ODOM_TYPE,
-    POINTS_TYPE,
-    TF_TYPE,
     CorruptInputError,
     camera_info_msg,
     check_markers_cdr,
@@ -134,54 +123,31 @@ from imkd_ros.bag_plan import (
     warn,
 )
 from imkd_ros.cdr import detection_array_cdr
+from imkd_ros.topics import (
+    BASE_FRAME,
+    CAMERA_INFO_TYPE,
+    DETECTIONS_TYPE,
+    IMAGE_TYPE,
+    MAP_FRAME,
+    MARKERS_TYPE,
+    ODOM_FRAME,
+    ODOM_TYPE,
+    POINTS_TYPE,
+    TF_TYPE,
+    TOPICS,
+    camera_info_topic,
+    image_topic,
+    points_topic,
+    sensor_frame,
+)
 
-# Names other tools import from the converter (the messages, plan and PCD parser live apart).
+# Names other tools import from the converter (the messages, plan and PCD parser live apart;
+# topic names and frames live in imkd_ros.topics).
 __all__ = [
-    "BAG_VERSIONS", "BASE_FRAME", "DEFAULT_DISTRO", "IMAGE_TYPE", "MAP_FRAME", "ODOM_FRAME", "TOPICS",
-    "ConversionStats", "ConvertOptions", "CorruptInputError", "UnsafeSceneNameError",
-    "bag_dir", "camera_info_topic", "compressed_image_msg", "convert_scene", "format_summary", "get_typestore",
-    "image_topic", "load_nuscenes", "main", "parse_pcd", "plan_scene", "points_topic", "sensor_frame",
+    "BAG_VERSIONS", "DEFAULT_DISTRO", "ConversionStats", "ConvertOptions", "CorruptInputError",
+    "UnsafeSceneNameError", "bag_dir", "compressed_image_msg", "convert_scene", "format_summary", "get_typestore",
+    "load_nuscenes", "main", "parse_pcd", "plan_scene",
 ]
-
-# ----------------------------------------------------------------------------------------------
-# Names: topics, types, frames
-# ----------------------------------------------------------------------------------------------
-
-
-
-def sensor_frame(channel: str) -> str:
-    """Frame id of a nuScenes channel: the channel name lowercased (camera frames are optical)."""
-    return channel.lower()
-
-
-def image_topic(channel: str) -> str:
-    """CompressedImage topic of a camera channel (image_transport layout)."""
-    return f"/sensors/camera/{channel.lower()}/image_rect_color/compressed"
-
-
-def camera_info_topic(channel: str) -> str:
-    """CameraInfo topic of a camera channel."""
-    return f"/sensors/camera/{channel.lower()}/camera_info"
-
-
-def points_topic(channel: str) -> str:
-    """PointCloud2 topic of a radar or LiDAR channel."""
-    kind = "radar" if channel.upper().startswith("RADAR") else "lidar"
-    return f"/sensors/{kind}/{channel.lower()}/points"
-
-
-# The one topic table. Keys: channel name (data), "<CAM>/camera_info", and the logical names.
-TOPICS: dict[str, str] = {
-    **{cam: image_topic(cam) for cam in CAMERAS},
-    **{f"{cam}/camera_info": camera_info_topic(cam) for cam in CAMERAS},
-    **{radar: points_topic(radar) for radar in RADARS},
-    LIDAR: points_topic(LIDAR),
-    "tf": "/tf",
-    "tf_static": "/tf_static",
-    "odom": "/odom",
-    "gt_detections": "/ground_truth/detections",
-    "gt_markers": "/ground_truth/markers",
-}
 
 # ----------------------------------------------------------------------------------------------
 # Errors, stats

@@ -63,7 +63,7 @@ def _frames(name: str) -> list[SensorFrame]:
 
 
 def test_node_defaults_are_the_decoding_used_here() -> None:
-    from imkd_ros.detector_node import PARAM_SPECS
+    from imkd_ros.params import PARAM_SPECS
 
     assert PARAM_SPECS["score_threshold"].default == SCORE_THRESHOLD
     assert PARAM_SPECS["max_detections"].default == MAX_DETECTIONS
@@ -132,7 +132,7 @@ def test_node_passes_backend_and_precision_to_the_predictor(tmp_path) -> None:
     """The node's backend/precision parameters reach the Predictor: a combination it cannot run
     stops the node at start with exit code 2 and one line naming the reason, no traceback."""
     from imkd_core.weights import DEMO_CHECKPOINT
-    from imkd_ros.detector_node import default_params, validate_params
+    from imkd_ros.params import default_params, validate_params
     from imkd_ros.testing import NodeProcess
 
     errors = "\n".join(validate_params({**default_params(), "backend": "tensorrt", "precision": "int8"}))
