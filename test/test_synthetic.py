@@ -376,7 +376,7 @@ def test_config_errors_and_existing_output(tmp_path: Path, dataset: tuple[Path, 
 
 def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) -> None:
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, str(repo_root / "train" / "make_synthetic.py"), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "train.make_synthetic", "--out", str(out),
                            "--scenes", "1", "--samples-per-scene", "2", "--image-size", "96x54", "--jobs", "1"],
                           capture_output=True, text=True, timeout=300, cwd=repo_root)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -385,7 +385,7 @@ def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) 
     assert out.is_dir() and not (tmp_path / "cli.partial").exists()
     nusc = NuScenes("v1.0-synth", str(out), verbose=False)
     assert len(nusc.sample) == 2
-    proc = subprocess.run([sys.executable, str(repo_root / "train" / "make_synthetic.py"), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "train.make_synthetic", "--out", str(out)],
                           capture_output=True, text=True, timeout=60, cwd=repo_root)
     assert proc.returncode == 2 and "exists" in proc.stderr
 
