@@ -151,169 +151,215 @@ def _attribute(world: SceneWorld, i: int, speed: float) -> list[str]:
     return [_ATTR_TOKEN[name]]
 
 
+class _SceneWriter:
+    """One scene's files and table records: annotations first (which objects, which boxes), then
+    every sensor record in keyframe order (the annotations' point counts and visibility come from
+    the key sweeps), the map mask, and the records of the scene's tables."""
+
+    def __init__(self, out_dir: str, cfg: SyntheticConfig, index: int) -> None:
+        self.world = world = SceneWorld(cfg, index)
+        self.cfg, self.index, self.out = cfg, index, Path(out_dir)
+        self.K = K = cfg.samples_per_scene
+        self.sample_toks = [self.tok("sample", k) for k in range(K)]
+        self.cs_tok = {ch: self.tok("cs", ch) for ch in RIG}
+        self.channels = [LIDAR, *RADARS, *CAMERAS]
+        self.sd_tokens = {ch: [self.tok("sd", ch, n) for n in range(len(world.times[ch]))] for ch in self.channels}
+        self.sd_records: list[dict[str, Any]] = []
+        self.ego_records: list[dict[str, Any]] = []
+        self.n_bytes = 0
+
+    def tok(self, *parts: Any) -> str:
+        return _token(self.cfg.seed, self.index, *parts)
+
+    def annotate(self) -> None:
+        """Objects within range of the ego at some keyframe, contiguous per instance; per keyframe
+        (obj indices, rounded centres, yaws, sizes)."""
+        world, K = self.world, self.K
+        self.states = states = [world.object_states(float(t)) for t in world.sample_t]
+        ego_xy = np.array([world.ego_pose(float(t))[:2] for t in world.sample_t])
+        in_range = np.stack([np.linalg.norm(st[0][:, :2] - ego_xy[k], axis=1) <= self.cfg.annotation_range
+                             for k, st in enumerate(states)])  # (K, n)
+        self.annotated = annotated = np.zeros_like(in_range)
+        for i in np.flatnonzero(in_range.any(0)).tolist():
+            ks = np.flatnonzero(in_range[:, i])
+            annotated[ks[0]:ks[-1] + 1, i] = True
+        self.ann_boxes = []
+        for k in range(K):
+            idx = np.flatnonzero(annotated[k])
+            cen = np.round(states[k][0][idx], 3)
+            self.ann_boxes.append((idx, cen, states[k][1][idx], world.obj_size[idx]))
+        self.num_lidar = [np.zeros(len(a[0]), np.int64) for a in self.ann_boxes]
+        self.num_radar = [np.zeros(len(a[0]), np.int64) for a in self.ann_boxes]
+        self.vis_level = [np.full(len(a[0]), "1", object) for a in self.ann_boxes]
+
+    def lidar_bytes(self, t: float, key: bool, k: int, rng: np.random.Generator) -> bytes:
+        """A LiDAR sweep; on a keyframe: points on a box face dropped, counts and visibility recorded."""
+        world = self.world
+        pts, hid, unocc = world.cast_lidar(t, rng)
+        if key:
+            idx, cen, yaws, sizes = self.ann_boxes[k]
+            T_gs = world.ego_transform(t) @ _sensor_to_ego(LIDAR)
+            g = pts[:, :3].astype(np.float64) @ T_gs[:3, :3].T + T_gs[:3, 3]
+            inside, amb = _points_in_boxes(g, cen, yaws, sizes, margin=0.002)
+            keep = ~amb.any(0)
+            pts, hid = pts[keep], hid[keep]
+            self.num_lidar[k] = inside[:, keep].sum(1)
+            hits = np.array([(hid == i).sum() for i in idx.tolist()], np.int64)
+            ratio = np.where(unocc[idx] > 0, hits / np.maximum(unocc[idx], 1), 0.0)
+            self.vis_level[k] = np.select([ratio >= 0.8, ratio >= 0.6, ratio >= 0.4], ["4", "3", "2"], "1")
+        return pts.astype(np.float32).tobytes()
+
+    def radar_bytes(self, ch: str, t: float, key: bool, k: int, rng: np.random.Generator) -> bytes:
+        """A radar sweep as PCD; on a keyframe its points in each annotated box are counted."""
+        world = self.world
+        arr = world.radar_sweep(ch, t, rng)
+        if key:
+            idx, cen, yaws, sizes = self.ann_boxes[k]
+            T_gs = world.ego_transform(t) @ _sensor_to_ego(ch)
+            p = np.stack([arr["x"], arr["y"], arr["z"]], 1).astype(np.float64)
+            g = p @ T_gs[:3, :3].T + T_gs[:3, 3]
+            inside, _ = _points_in_boxes(g, cen, yaws, sizes)
+            self.num_radar[k] += inside.sum(1)
+        return radar_pcd_bytes(arr)
+
+    def camera_bytes(self, ch: str, t: float, fname: str) -> bytes:
+        ok, buf = cv2.imencode(".jpg", self.world.render_camera(ch, t),
+                               [int(cv2.IMWRITE_JPEG_QUALITY), self.cfg.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {fname}")
+        return buf.tobytes()
+
+    def record(self, ch: str, n: int, t: float, stamp: int, key: bool, fname: str) -> None:
+        """The sample_data and ego_pose records of sensor record n of channel ch."""
+        world = self.world
+        x, y, yaw = world.ego_pose(t)
+        sd_tok = self.sd_tokens[ch][n]
+        self.ego_records.append({"token": sd_tok, "timestamp": stamp, "rotation": _yaw_quat(yaw),
+                                 "translation": [x, y, 0.0]})
+        is_cam = ch.startswith("CAM")
+        W, H = self.cfg.image_size
+        self.sd_records.append({
+            "token": sd_tok, "sample_token": self.sample_toks[int(world.sample_of[ch][n])], "ego_pose_token": sd_tok,
+            "calibrated_sensor_token": self.cs_tok[ch], "timestamp": stamp,
+            "fileformat": "jpg" if is_cam else "pcd", "is_key_frame": key,
+            "height": H if is_cam else 0, "width": W if is_cam else 0, "filename": fname,
+            "prev": self.sd_tokens[ch][n - 1] if n > 0 else "",
+            "next": self.sd_tokens[ch][n + 1] if n + 1 < len(world.times[ch]) else "",
+        })
+
+    def write_sensors(self, tick: Callable[[int], None] | None) -> None:
+        """Every sensor file, keyframe interval by interval (LiDAR, radars, cameras), with progress."""
+        world = self.world
+        rng_lidar = np.random.default_rng(world._s_lidar)
+        rng_radar = np.random.default_rng(world._s_radar)
+        ptr = {ch: 0 for ch in self.channels}
+        for k in range(self.K):
+            for ch in self.channels:
+                times, keys, smp = world.times[ch], world.is_key[ch], world.sample_of[ch]
+                while ptr[ch] < len(times) and smp[ptr[ch]] == k:
+                    n = ptr[ch]
+                    ptr[ch] += 1
+                    t = float(times[n])
+                    stamp = int(world.stamp_us(t))
+                    key = bool(keys[n])
+                    fname = _file_name(world, ch, key, stamp)
+                    if ch == LIDAR:
+                        data = self.lidar_bytes(t, key, k, rng_lidar)
+                    elif ch in RADARS:
+                        data = self.radar_bytes(ch, t, key, k, rng_radar)
+                    else:
+                        data = self.camera_bytes(ch, t, fname)
+                    (self.out / fname).write_bytes(data)
+                    self.n_bytes += len(data)
+                    self.record(ch, n, t, stamp, key, fname)
+            if tick is not None:
+                tick(1)
+            elif _PROGRESS_QUEUE is not None:
+                _PROGRESS_QUEUE.put(1)
+
+    def write_map(self) -> None:
+        """The drivable-area mask for the devkit."""
+        ok, png = cv2.imencode(".png", self.world.map_mask(), [int(cv2.IMWRITE_PNG_COMPRESSION), 6])
+        if not ok:
+            raise RuntimeError("PNG encoding of the map mask failed")
+        (self.out / "maps" / f"{self.tok('map')}.png").write_bytes(png.tobytes())
+        self.n_bytes += len(png)
+
+    def annotation_records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+        """(instance records, sample_annotation records, annotations per class)."""
+        world, K, annotated = self.world, self.K, self.annotated
+        ann_tok = lambda i, k: self.tok("ann", i, k)  # noqa: E731
+        anns: list[dict[str, Any]] = []
+        inst_records: list[dict[str, Any]] = []
+        class_counts: dict[str, int] = {}
+        for i in np.flatnonzero(annotated.any(0)).tolist():
+            ks = np.flatnonzero(annotated[:, i]).tolist()
+            inst_records.append({"token": world.instance_token(i),
+                                 "category_token": _CAT_TOKEN[world.objects[i].category],
+                                 "nbr_annotations": len(ks), "first_annotation_token": ann_tok(i, ks[0]),
+                                 "last_annotation_token": ann_tok(i, ks[-1])})
+        for k in range(K):
+            idx, cen, yaws, sizes = self.ann_boxes[k]
+            vel = self.states[k][2][idx]
+            for j, i in enumerate(idx.tolist()):
+                speed = float(np.linalg.norm(vel[j]))
+                l, w_, h = (float(v) for v in sizes[j])
+                anns.append({
+                    "token": ann_tok(i, k), "sample_token": self.sample_toks[k],
+                    "instance_token": world.instance_token(i),
+                    "visibility_token": str(self.vis_level[k][j]), "attribute_tokens": _attribute(world, i, speed),
+                    "translation": [float(v) for v in cen[j]], "size": [w_, l, h],
+                    "rotation": _yaw_quat(float(yaws[j])),
+                    "prev": ann_tok(i, k - 1) if k > 0 and annotated[k - 1, i] else "",
+                    "next": ann_tok(i, k + 1) if k + 1 < K and annotated[k + 1, i] else "",
+                    "num_lidar_pts": int(self.num_lidar[k][j]), "num_radar_pts": int(self.num_radar[k][j]),
+                })
+                cls = world.obj_cls[i]
+                class_counts[cls] = class_counts.get(cls, 0) + 1
+        return inst_records, anns, class_counts
+
+    def tables(self) -> dict[str, Any]:
+        """The scene's records of every table it contributes to, and its statistics."""
+        world, K, sample_toks = self.world, self.K, self.sample_toks
+        scene_tok, log_tok, map_tok = self.tok("scene"), self.tok("log"), self.tok("map")
+        inst_records, anns, class_counts = self.annotation_records()
+        samples = [{"token": sample_toks[k], "timestamp": int(world.stamp_us(float(world.sample_t[k]))),
+                    "prev": sample_toks[k - 1] if k > 0 else "", "next": sample_toks[k + 1] if k + 1 < K else "",
+                    "scene_token": scene_tok} for k in range(K)]
+        calib = []
+        for ch in (*CAMERAS, LIDAR, *RADARS):
+            trans, quat, _ = RIG[ch]
+            intr = _scaled_intrinsic(ch, self.cfg.image_size).tolist() if ch.startswith("CAM") else []
+            calib.append({"token": self.cs_tok[ch], "sensor_token": _SENSOR_TOKENS[ch], "translation": list(trans),
+                          "rotation": list(quat), "camera_intrinsic": intr})
+        date = time.strftime("%Y-%m-%d", time.gmtime(world.t0_us / 1e6))
+        return {
+            "scene": [{"token": scene_tok, "log_token": log_tok, "nbr_samples": K,
+                       "first_sample_token": sample_toks[0], "last_sample_token": sample_toks[-1],
+                       "name": world.name, "description": world.description}],
+            "log": [{"token": log_tok, "logfile": world.logfile, "vehicle": "synth", "date_captured": date,
+                     "location": "synth-city"}],
+            "map": [{"category": "semantic_prior", "token": map_tok, "filename": f"maps/{map_tok}.png",
+                     "log_tokens": [log_tok]}],
+            "sample": samples,
+            "sample_data": self.sd_records,
+            "ego_pose": self.ego_records,
+            "calibrated_sensor": calib,
+            "instance": inst_records,
+            "sample_annotation": anns,
+            "stats": {"files": len(self.sd_records) + 1, "bytes": self.n_bytes, "class_counts": class_counts,
+                      "name": world.name},
+        }
+
+
 def _generate_scene(out_dir: str, cfg: SyntheticConfig, index: int,
                     tick: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write all sensor files of one scene; return its table records and statistics."""
-    world = SceneWorld(cfg, index)
-    seed = cfg.seed
-    out = Path(out_dir)
-    K = cfg.samples_per_scene
-    W, H = cfg.image_size
-    tok = lambda *p: _token(seed, index, *p)  # noqa: E731
-    scene_tok, log_tok, map_tok = tok("scene"), tok("log"), tok("map")
-    sample_toks = [tok("sample", k) for k in range(K)]
-    cs_tok = {ch: tok("cs", ch) for ch in RIG}
-
-    # annotations: objects within range of the ego at some keyframe, contiguous per instance
-    states = [world.object_states(float(t)) for t in world.sample_t]
-    ego_xy = np.array([world.ego_pose(float(t))[:2] for t in world.sample_t])
-    in_range = np.stack([np.linalg.norm(st[0][:, :2] - ego_xy[k], axis=1) <= cfg.annotation_range
-                         for k, st in enumerate(states)])  # (K, n)
-    annotated = np.zeros_like(in_range)
-    for i in np.flatnonzero(in_range.any(0)).tolist():
-        ks = np.flatnonzero(in_range[:, i])
-        annotated[ks[0]:ks[-1] + 1, i] = True
-    ann_boxes = []  # per keyframe: (obj indices, rounded centres, yaws, sizes)
-    for k in range(K):
-        idx = np.flatnonzero(annotated[k])
-        cen = np.round(states[k][0][idx], 3)
-        ann_boxes.append((idx, cen, states[k][1][idx], world.obj_size[idx]))
-    num_lidar = [np.zeros(len(a[0]), np.int64) for a in ann_boxes]
-    num_radar = [np.zeros(len(a[0]), np.int64) for a in ann_boxes]
-    vis_level = [np.full(len(a[0]), "1", object) for a in ann_boxes]
-
-    rng_lidar = np.random.default_rng(world._s_lidar)
-    rng_radar = np.random.default_rng(world._s_radar)
-    sd_records: list[dict[str, Any]] = []
-    ego_records: list[dict[str, Any]] = []
-    n_bytes = 0
-    channels = [LIDAR, *RADARS, *CAMERAS]
-    ptr = {ch: 0 for ch in channels}
-    sd_tokens = {ch: [tok("sd", ch, n) for n in range(len(world.times[ch]))] for ch in channels}
-    encode = [int(cv2.IMWRITE_JPEG_QUALITY), cfg.jpeg_quality]
-
-    for k in range(K):
-        for ch in channels:
-            times, keys, smp = world.times[ch], world.is_key[ch], world.sample_of[ch]
-            while ptr[ch] < len(times) and smp[ptr[ch]] == k:
-                n = ptr[ch]
-                ptr[ch] += 1
-                t = float(times[n])
-                stamp = int(world.stamp_us(t))
-                key = bool(keys[n])
-                fname = _file_name(world, ch, key, stamp)
-                if ch == LIDAR:
-                    pts, hid, unocc = world.cast_lidar(t, rng_lidar)
-                    if key:
-                        idx, cen, yaws, sizes = ann_boxes[k]
-                        T_gs = world.ego_transform(t) @ _sensor_to_ego(LIDAR)
-                        g = pts[:, :3].astype(np.float64) @ T_gs[:3, :3].T + T_gs[:3, 3]
-                        inside, amb = _points_in_boxes(g, cen, yaws, sizes, margin=0.002)
-                        keep = ~amb.any(0)
-                        pts, hid = pts[keep], hid[keep]
-                        num_lidar[k] = inside[:, keep].sum(1)
-                        hits = np.array([(hid == i).sum() for i in idx.tolist()], np.int64)
-                        ratio = np.where(unocc[idx] > 0, hits / np.maximum(unocc[idx], 1), 0.0)
-                        vis_level[k] = np.select([ratio >= 0.8, ratio >= 0.6, ratio >= 0.4], ["4", "3", "2"], "1")
-                    data = pts.astype(np.float32).tobytes()
-                elif ch in RADARS:
-                    arr = world.radar_sweep(ch, t, rng_radar)
-                    if key:
-                        idx, cen, yaws, sizes = ann_boxes[k]
-                        T_gs = world.ego_transform(t) @ _sensor_to_ego(ch)
-                        p = np.stack([arr["x"], arr["y"], arr["z"]], 1).astype(np.float64)
-                        g = p @ T_gs[:3, :3].T + T_gs[:3, 3]
-                        inside, _ = _points_in_boxes(g, cen, yaws, sizes)
-                        num_radar[k] += inside.sum(1)
-                    data = radar_pcd_bytes(arr)
-                else:
-                    img = world.render_camera(ch, t)
-                    ok, buf = cv2.imencode(".jpg", img, encode)
-                    if not ok:
-                        raise RuntimeError(f"JPEG encoding failed for {fname}")
-                    data = buf.tobytes()
-                (out / fname).write_bytes(data)
-                n_bytes += len(data)
-                x, y, yaw = world.ego_pose(t)
-                sd_tok = sd_tokens[ch][n]
-                ego_records.append({"token": sd_tok, "timestamp": stamp, "rotation": _yaw_quat(yaw),
-                                    "translation": [x, y, 0.0]})
-                is_cam = ch.startswith("CAM")
-                sd_records.append({
-                    "token": sd_tok, "sample_token": sample_toks[int(smp[n])], "ego_pose_token": sd_tok,
-                    "calibrated_sensor_token": cs_tok[ch], "timestamp": stamp,
-                    "fileformat": "jpg" if is_cam else "pcd", "is_key_frame": key,
-                    "height": H if is_cam else 0, "width": W if is_cam else 0, "filename": fname,
-                    "prev": sd_tokens[ch][n - 1] if n > 0 else "",
-                    "next": sd_tokens[ch][n + 1] if n + 1 < len(times) else "",
-                })
-        if tick is not None:
-            tick(1)
-        elif _PROGRESS_QUEUE is not None:
-            _PROGRESS_QUEUE.put(1)
-
-    # map mask for the devkit
-    mask = world.map_mask()
-    ok, png = cv2.imencode(".png", mask, [int(cv2.IMWRITE_PNG_COMPRESSION), 6])
-    if not ok:
-        raise RuntimeError("PNG encoding of the map mask failed")
-    (out / "maps" / f"{map_tok}.png").write_bytes(png.tobytes())
-    n_bytes += len(png)
-
-    # annotation and instance records
-    ann_tok = lambda i, k: tok("ann", i, k)  # noqa: E731
-    anns: list[dict[str, Any]] = []
-    inst_records: list[dict[str, Any]] = []
-    class_counts: dict[str, int] = {}
-    for i in np.flatnonzero(annotated.any(0)).tolist():
-        ks = np.flatnonzero(annotated[:, i]).tolist()
-        inst_records.append({"token": world.instance_token(i), "category_token": _CAT_TOKEN[world.objects[i].category],
-                             "nbr_annotations": len(ks), "first_annotation_token": ann_tok(i, ks[0]),
-                             "last_annotation_token": ann_tok(i, ks[-1])})
-    for k in range(K):
-        idx, cen, yaws, sizes = ann_boxes[k]
-        vel = states[k][2][idx]
-        for j, i in enumerate(idx.tolist()):
-            speed = float(np.linalg.norm(vel[j]))
-            l, w_, h = (float(v) for v in sizes[j])
-            anns.append({
-                "token": ann_tok(i, k), "sample_token": sample_toks[k], "instance_token": world.instance_token(i),
-                "visibility_token": str(vis_level[k][j]), "attribute_tokens": _attribute(world, i, speed),
-                "translation": [float(v) for v in cen[j]], "size": [w_, l, h],
-                "rotation": _yaw_quat(float(yaws[j])),
-                "prev": ann_tok(i, k - 1) if k > 0 and annotated[k - 1, i] else "",
-                "next": ann_tok(i, k + 1) if k + 1 < K and annotated[k + 1, i] else "",
-                "num_lidar_pts": int(num_lidar[k][j]), "num_radar_pts": int(num_radar[k][j]),
-            })
-            cls = world.obj_cls[i]
-            class_counts[cls] = class_counts.get(cls, 0) + 1
-
-    samples = [{"token": sample_toks[k], "timestamp": int(world.stamp_us(float(world.sample_t[k]))),
-                "prev": sample_toks[k - 1] if k > 0 else "", "next": sample_toks[k + 1] if k + 1 < K else "",
-                "scene_token": scene_tok} for k in range(K)]
-    calib = []
-    for ch in (*CAMERAS, LIDAR, *RADARS):
-        trans, quat, _ = RIG[ch]
-        intr = _scaled_intrinsic(ch, cfg.image_size).tolist() if ch.startswith("CAM") else []
-        calib.append({"token": cs_tok[ch], "sensor_token": _SENSOR_TOKENS[ch], "translation": list(trans),
-                      "rotation": list(quat), "camera_intrinsic": intr})
-    date = time.strftime("%Y-%m-%d", time.gmtime(world.t0_us / 1e6))
-    return {
-        "scene": [{"token": scene_tok, "log_token": log_tok, "nbr_samples": K, "first_sample_token": sample_toks[0],
-                   "last_sample_token": sample_toks[-1], "name": world.name, "description": world.description}],
-        "log": [{"token": log_tok, "logfile": world.logfile, "vehicle": "synth", "date_captured": date,
-                 "location": "synth-city"}],
-        "map": [{"category": "semantic_prior", "token": map_tok, "filename": f"maps/{map_tok}.png",
-                 "log_tokens": [log_tok]}],
-        "sample": samples,
-        "sample_data": sd_records,
-        "ego_pose": ego_records,
-        "calibrated_sensor": calib,
-        "instance": inst_records,
-        "sample_annotation": anns,
-        "stats": {"files": len(sd_records) + 1, "bytes": n_bytes, "class_counts": class_counts,
-                  "name": world.name},
-    }
+    w = _SceneWriter(out_dir, cfg, index)
+    w.annotate()
+    w.write_sensors(tick)
+    w.write_map()
+    return w.tables()
 
 
 def _scene_task(args: tuple[str, SyntheticConfig, int]) -> dict[str, Any]:
