@@ -381,26 +381,10 @@ _TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance",
            "sample_annotation", "sample_data", "scene", "sensor", "visibility")
 
 
-def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Write a complete synthetic nuScenes-format dataset into `out_dir`; return a summary dict.
-
-    `progress(n)` is called as keyframe intervals complete (cfg.scenes * cfg.samples_per_scene in
-    total). Raises FileExistsError if `out_dir/<version>` already holds tables.
-    """
-    cfg = cfg or SyntheticConfig()
-    t_start = time.perf_counter()
-    out = Path(out_dir)
-    vdir = out / cfg.version
-    if vdir.exists() and any(vdir.glob("*.json")):
-        raise FileExistsError(f"{vdir} already contains tables; choose an empty output directory")
-    for ch in (*CAMERAS, LIDAR, *RADARS):
-        (out / "samples" / ch).mkdir(parents=True, exist_ok=True)
-        if cfg.sweeps:
-            (out / "sweeps" / ch).mkdir(parents=True, exist_ok=True)
-    (out / "maps").mkdir(parents=True, exist_ok=True)
-    vdir.mkdir(parents=True, exist_ok=True)
-
+def _run_scenes(out: Path, cfg: SyntheticConfig, progress: Callable[[int], None] | None
+                ) -> list[dict[str, Any]]:
+    """Every scene's files and records, in `cfg.jobs` spawned processes (progress through a queue)
+    or in this one."""
     tasks = [(str(out), cfg, i) for i in range(cfg.scenes)]
     jobs = min(cfg.jobs, cfg.scenes)
     if jobs > 1:
@@ -428,6 +412,30 @@ def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None
             results = [_generate_scene(*task, tick=progress) for task in tasks]
         finally:
             cv2.setNumThreads(threads)
+    return results
+
+
+def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Write a complete synthetic nuScenes-format dataset into `out_dir`; return a summary dict.
+
+    `progress(n)` is called as keyframe intervals complete (cfg.scenes * cfg.samples_per_scene in
+    total). Raises FileExistsError if `out_dir/<version>` already holds tables.
+    """
+    cfg = cfg or SyntheticConfig()
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    vdir = out / cfg.version
+    if vdir.exists() and any(vdir.glob("*.json")):
+        raise FileExistsError(f"{vdir} already contains tables; choose an empty output directory")
+    for ch in (*CAMERAS, LIDAR, *RADARS):
+        (out / "samples" / ch).mkdir(parents=True, exist_ok=True)
+        if cfg.sweeps:
+            (out / "sweeps" / ch).mkdir(parents=True, exist_ok=True)
+    (out / "maps").mkdir(parents=True, exist_ok=True)
+    vdir.mkdir(parents=True, exist_ok=True)
+
+    results = _run_scenes(out, cfg, progress)
 
     tables: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
     tables.update(_static_tables())
