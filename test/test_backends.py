@@ -55,7 +55,7 @@ def _frames(name: str) -> list[SensorFrame]:
         frames = [reader[i][0] for i in (0, 30, 60)]
         frames[1].camera_mask[2] = False
         return frames
-    from imkd_core.models.synthetic import synthetic_frame
+    from imkd_core.data.synthetic.frames import synthetic_frame
 
     frames = [synthetic_frame(seed=s, with_lidar=False, n_radar_clutter=40 + 30 * s)[0] for s in (1, 2)]
     frames[1].camera_mask[4] = False
@@ -98,7 +98,7 @@ def test_backends_match_eager_fp32(predictors: dict, data: str) -> None:
 
 def test_graph_backends_take_degenerate_frames(predictors: dict) -> None:
     """No radar point at all and one camera left: the exported graphs take both (dynamic sizes)."""
-    from imkd_core.models.synthetic import synthetic_frame
+    from imkd_core.data.synthetic.frames import synthetic_frame
 
     frame = synthetic_frame(seed=7, with_lidar=False)[0]
     frame.radar = frame.radar[:0]

@@ -9,7 +9,7 @@ Measured in one run, on the same scenes and the same storage:
 The ratio converter/raw is the converter's efficiency (target >= 0.5). Best of --repeat runs.
 Also the wall time to convert the whole real subset (../shared/nuscenes), table loading included.
 
-    python train/bench_converter.py [--dataroot DIR --version V] [--storage mcap|sqlite3]
+    python -m train.bench_converter [--dataroot DIR --version V] [--storage mcap|sqlite3]
 
 Prints a table and, as its last line, one JSON object.
 """
@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from imkd_ros import nuscenes_to_bag as n2b
+from imkd_ros.bag_plan import EVENT_SENSOR, _category_map
 
-from imkd_ros import nuscenes_to_bag as n2b  # noqa: E402
-from imkd_ros.bag_plan import EVENT_SENSOR, _category_map  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 REAL_DATAROOT = REPO.parent / "shared" / "nuscenes"
 TARGET_RATIO = 0.5
