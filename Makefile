@@ -18,16 +18,16 @@ demo: setup
 	$(PY) -m imkd_ros.demo --checkpoint imkd_core/weights/imkd_tiny_demo.pt --out demo_out
 
 bench: setup
-	$(PY) train/bench_model.py --config tiny
-	$(PY) train/bench_model.py --config paper_r50_256x704 --iters 5 --warmup 1
-	$(PY) train/bench_reader.py
-	$(PY) train/bench_node.py
-	$(PY) train/bench_live.py
-	$(PY) train/bench_converter.py
+	$(PY) -m train.bench_model --config tiny
+	$(PY) -m train.bench_model --config paper_r50_256x704 --iters 5 --warmup 1
+	$(PY) -m train.bench_reader
+	$(PY) -m train.bench_node
+	$(PY) -m train.bench_live
+	$(PY) -m train.bench_converter
 
 # On a CUDA machine: paper config per backend/precision, the node's model time, AMP training (< 8 min).
 bench-gpu: setup
-	$(PY) train/bench_gpu.py
+	$(PY) -m train.bench_gpu
 
 lock: setup
 	$(PY) -m pip freeze --exclude-editable | grep -v '^cv-bridge' > tools/constraints.txt

@@ -78,11 +78,11 @@ def _stage(timings: dict[str, float] | None, name: str, device: torch.device) ->
 
 
 class TorchBackend:
-    """The eager Student, optionally under autocast; per-stage timings as Student.forward."""
+    """The eager Student (or Teacher), optionally under autocast; per-stage timings as Student.forward."""
 
     name = "torch"
 
-    def __init__(self, model: Student, precision: str, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device) -> None:
         self.model, self.precision, self.device = model, precision, device
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -91,8 +91,8 @@ class TorchBackend:
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.precision])
 
     def __call__(self, batch: dict[str, torch.Tensor], timings: dict[str, float] | None = None) -> Heads:
-        with self.autocast():
-            out = self.model(batch, timings=timings)
+        with self.autocast():  # a Teacher (training's validation) takes no timings
+            out = self.model(batch) if timings is None else self.model(batch, timings=timings)
         return [{k: v.float() for k, v in h.items()} for h in out["heads"]]
 
 
@@ -186,8 +186,8 @@ def make_backend(backend: str, precision: str, model: Student, device: torch.dev
     if backend == "torch":
         return TorchBackend(model, precision, device)
     if example is None:
+        from imkd_core.data.synthetic.frames import synthetic_batch
         from imkd_core.models.detector import batch_to
-        from imkd_core.models.synthetic import synthetic_batch
 
         example = batch_to(synthetic_batch(model.cfg, 1, with_lidar=False, with_gt=False), device)
     if backend == "onnxruntime":

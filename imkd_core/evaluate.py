@@ -28,20 +28,6 @@ _VEHICLES = ("car", "truck", "bus", "trailer", "construction_vehicle")
 _CYCLES = ("bicycle", "motorcycle")
 
 
-# ----------------------------------------------------------------------------- geometry
-def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (w, x, y, z), w >= 0."""
-    R = np.asarray(R, dtype=np.float64)
-    m00, m11, m22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
-    # Shepperd: magnitudes from the diagonal, signs from the off-diagonal differences.
-    w = np.sqrt(np.maximum(0.0, 1 + m00 + m11 + m22)) / 2
-    x = np.copysign(np.sqrt(np.maximum(0.0, 1 + m00 - m11 - m22)) / 2, R[..., 2, 1] - R[..., 1, 2])
-    y = np.copysign(np.sqrt(np.maximum(0.0, 1 - m00 + m11 - m22)) / 2, R[..., 0, 2] - R[..., 2, 0])
-    z = np.copysign(np.sqrt(np.maximum(0.0, 1 - m00 - m11 + m22)) / 2, R[..., 1, 0] - R[..., 0, 1])
-    q = np.stack([w, x, y, z], axis=-1)
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
-
-
 def default_attribute(name: str, speed: float) -> str:
     """mmdet3d's default attribute for a predicted class at a given speed (m/s)."""
     moving = speed > 0.2

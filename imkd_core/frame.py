@@ -43,6 +43,21 @@ CLASSES: tuple[str, ...] = (
     "traffic_cone",
 )
 
+# One RGB colour per class (CLASSES order), roughly the devkit's rendering palette: RViz markers
+# of detections and ground truth, and the demo's plots.
+CLASS_COLORS: np.ndarray = np.array([
+    [1.00, 0.62, 0.00],  # car: orange
+    [1.00, 0.39, 0.28],  # truck: tomato
+    [0.91, 0.59, 0.48],  # construction_vehicle: dark salmon
+    [1.00, 0.27, 0.00],  # bus: orange-red
+    [1.00, 0.55, 0.00],  # trailer: dark orange
+    [0.44, 0.50, 0.56],  # barrier: slate grey
+    [1.00, 0.24, 0.39],  # motorcycle: red-pink
+    [0.86, 0.08, 0.24],  # bicycle: crimson
+    [0.00, 0.00, 0.90],  # pedestrian: blue
+    [0.18, 0.31, 0.31],  # traffic_cone: dark slate
+], dtype=np.float32)
+
 # Columns of SensorFrame.radar and SensorFrame.lidar.
 RADAR_COLUMNS: tuple[str, ...] = ("x", "y", "z", "rcs", "vx_comp", "vy_comp", "dt")
 LIDAR_COLUMNS: tuple[str, ...] = ("x", "y", "z", "intensity", "dt")

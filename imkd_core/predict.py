@@ -5,18 +5,21 @@ Student's calibration-keyed BEV-pool index cache, torch.inference_mode, and a we
 checkpoint load. Deterministic on CPU: the same frame gives identical output.
 The network runs through a backend (imkd_core.backends: eager torch, ONNX Runtime, TorchScript)
 at a precision (fp32, fp16, bf16); preprocessing, pool indices and decoding are the same for all.
+`predict_batch` runs a collated batch of evaluation-preprocessed samples (a DetectionDataset with
+train=False); `Predictor.for_model` wraps a model in memory, so training validates the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imkd_core.backends import make_backend, unsupported
+from imkd_core.backends import TorchBackend, make_backend, unsupported
 from imkd_core.checkpoint import CheckpointError, load_checkpoint
 from imkd_core.config import ConfigError, IMKDConfig, get_config
 from imkd_core.device import resolve_device
@@ -26,6 +29,21 @@ from imkd_core.models.lift_splat import PoolIndexCache
 from imkd_core.preprocess import collate, frame_to_inputs, transform_boxes
 
 log = logging.getLogger(__name__)
+Batch = dict[str, torch.Tensor]
+
+
+def decode_batch(model: torch.nn.Module, heads: list[dict[str, torch.Tensor]], bev_aug: np.ndarray,
+                 stamps: Sequence[int], tokens: Sequence[str]) -> list[Detections]:
+    """Head outputs of a batch -> one Detections per sample in base_link at its stamp: the model's
+    decode (top-K, threshold, NMS), then boxes back through the inverse of the sample's BEV matrix."""
+    out = []
+    for j, (boxes, scores, labels) in enumerate(model.decode({"heads": heads})):
+        b, s, lab = boxes.float().cpu().numpy(), scores.float().cpu().numpy(), labels.cpu().numpy()
+        aug = np.asarray(bev_aug[j], dtype=np.float64)
+        if not np.allclose(aug, np.eye(4)):
+            b = transform_boxes(b.astype(np.float64), np.linalg.inv(aug)).astype(np.float32)
+        out.append(Detections(boxes=b, scores=s, labels=lab, stamp=int(stamps[j]), token=tokens[j]))
+    return out
 
 
 class Predictor:
@@ -79,6 +97,23 @@ class Predictor:
         """The BEV-pool index cache (hits/misses for diagnostics)."""
         return self.model.lift_splat.cache
 
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, device: str | torch.device, precision: str = "fp32") -> Predictor:
+        """A Predictor around a model in memory (training's validation: the live Student, or a Teacher,
+        which reads LiDAR), eager torch backend. Its gradient mode is no_grad, not inference_mode:
+        tensors it caches (BEV-pool indices) are used again by training steps."""
+        self = cls.__new__(cls)
+        self.device = torch.device(device)
+        self.backend_name, self.precision = "torch", precision
+        self.config = model.cfg
+        self.model = model
+        self.backend = TorchBackend(model, precision, self.device)
+        self.last_timing = {}
+        self._grad_mode = torch.no_grad
+        return self
+
+    _grad_mode = torch.inference_mode
+
     def predict(self, frame: SensorFrame) -> Detections:
         """Detect objects in one frame -> Detections in base_link at frame.stamp."""
         cuda = self.device.type == "cuda"
@@ -90,17 +125,24 @@ class Predictor:
         if cuda:
             torch.cuda.synchronize()
         timing: dict[str, float] = {"preprocess": (time.perf_counter() - t0) * 1e3}
-        with torch.inference_mode():
+        with self._grad_mode():
             heads = self.backend(batch, timing)
             t1 = time.perf_counter()
-            boxes, scores, labels = self.model.decode({"heads": heads})[0]
-            boxes, scores, labels = boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
+            dets = decode_batch(self.model, heads, inputs["bev_aug"][None], [frame.stamp], [frame.token])[0]
         timing["decode"] = (time.perf_counter() - t1) * 1e3
-        bev_aug = inputs["bev_aug"].astype(np.float64)
-        if not np.allclose(bev_aug, np.eye(4)):
-            boxes = transform_boxes(boxes.astype(np.float64), np.linalg.inv(bev_aug)).astype(np.float32)
         timing["total"] = (time.perf_counter() - t0) * 1e3
         self.last_timing = timing
-        return Detections(boxes=boxes, scores=scores, labels=labels, stamp=frame.stamp, token=frame.token)
+        return dets
+
+    def predict_batch(self, batch: Batch, stamps: Sequence[int], tokens: Sequence[str]) -> list[Detections]:
+        """Detect objects in a collated batch of frame_to_inputs samples (CPU or device tensors) -> one
+        Detections per sample. A Student sees no LiDAR (run time: camera + radar only)."""
+        if isinstance(self.model, Student):
+            batch = {k: v for k, v in batch.items() if k not in ("lidar", "lidar_mask")}
+        bev_aug = batch["bev_aug"].cpu().numpy()
+        batch = batch_to(batch, self.device)
+        with self._grad_mode():
+            heads = self.backend(batch, None)
+            return decode_batch(self.model, heads, bev_aug, stamps, tokens)
 
     __call__ = predict

@@ -260,7 +260,7 @@ def render_pictures(out: Path, report: Any, score_min: float) -> dict[str, Any]:
     """bev.png (four keyframes) and camera.png (the keyframe with the most boxes in CAM_FRONT)."""
     import cv2
 
-    from imkd_core.data.nuscenes import pose_matrix
+    from imkd_core.geometry import pose_matrix_wxyz
 
     nusc, reader = report.nusc, report.reader
     frames = report.closed.keyframes  # stamp -> token, in time order
@@ -284,7 +284,7 @@ def render_pictures(out: Path, report: Any, score_min: float) -> dict[str, Any]:
     for token in tokens:
         sd = nusc.get("sample_data", nusc.get("sample", token)["data"]["CAM_FRONT"])
         cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-        T = pose_matrix(cs["translation"], cs["rotation"])
+        T = pose_matrix_wxyz(cs["translation"], cs["rotation"])
         K = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
         cams[token] = (K, T, sd["filename"])
         d = dets[token]

@@ -4,45 +4,36 @@
     imkd-detector [--ros-args --params-file my.yaml -p checkpoint:=student.pt -p device:=cuda]
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt        (real ROS installs)
 
-A thin rclpy wrapper (DESIGN.md, "The ROS 2 node"): message callbacks convert (imkd_ros.msgs)
-and buffer (imkd_ros.assembler.FrameAssembler, which owns the time synchronisation and the
-TfBuffer); the inference callback takes the newest completed SensorFrame and runs
-imkd_core.predict.Predictor. No model math lives here.
+A thin rclpy wrapper (docs/design.md, "The ROS 2 node"): input callbacks check each message
+(imkd_ros.input_checks), convert it (imkd_ros.msgs) and buffer it (imkd_ros.assembler, which owns
+the time synchronisation and the TfBuffer); images stay JPEG bytes. Inference has its own
+thread, woken by every accepted input while a frame is in assembly (and every 50 ms for the
+stall flush): it takes the newest completed frame, decodes that frame's images
+(`_decode_image`, the one place images are decoded) and runs imkd_core.predict.Predictor, so
+decode work scales with the inference rate and inputs never queue behind the model
+(docs/design.md, "Live operation"). No model math lives here.
 
-Threads: the input callbacks run on one executor thread (`executor`: SingleThreadedExecutor
-by default; MultiThreadedExecutor or rclpy's EventsExecutor on request); they only
-check, convert radar and /tf (vectorised) and buffer: images stay JPEG bytes. Inference has
-its own thread, woken by every accepted input while a frame is in assembly (and every 50 ms for
-the stall flush); it takes the newest completed frame, decodes that frame's images
-(`_decode_image`, the one place images are decoded) and runs the model, so decode work scales
-with the inference rate, not the camera rate, and inputs are never queued behind the model
-(docs/design.md, "Live operation").
-
-Bad input never raises out of a callback: it is dropped, counted by kind (BAD_KINDS, reported
-on /diagnostics) and logged with a per-kind throttle. Parameters are declared from `PARAMS`
-(the one table: defaults = config/detector.yaml, descriptors, README.md), validated at
-start (exit code 2 with every problem listed) and, for the few that may change at run time,
-in an on-set-parameters callback.
+Bad input never raises out of a callback: it is dropped, counted by kind and logged with a
+per-kind throttle (imkd_ros.diagnostics, on /diagnostics). Parameters are declared from
+imkd_ros.params.PARAMS, validated at start (exit code 2 with every problem listed) and, for
+the few that may change at run time, in the set-parameters callbacks.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -58,7 +49,7 @@ from rclpy.exceptions import (
     InvalidTopicNameException,
     ParameterException,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -70,385 +61,40 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from imkd_core.frame import CAMERAS, RADARS, SensorFrame
-from imkd_core.radar import RADAR_PCD_FIELDS
-from imkd_core.weights import DEMO_CHECKPOINT  # named in the message when `checkpoint` is empty
+from imkd_ros import input_checks as checks
 from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
-from imkd_ros.assembler import STAT_KEYS, AssemblerConfig, FrameAssembler
-from imkd_ros.image_header import check_image_size
-from imkd_ros.nuscenes_to_bag import TOPICS
+from imkd_ros.assembler import FrameAssembler
+from imkd_ros.diagnostics import BAD_KINDS, DiagnosticsReport, NodeState, Throttle, Window
+from imkd_ros.params import (
+    DYNAMIC_PARAMS,
+    NS_PER_S,
+    PARAM_SPECS,
+    PARAMS,
+    NodeConfigError,
+    apply_detection_limits,
+    assembler_config,
+    change_problems,
+    default_params,
+    default_params_file,  # noqa: F401 - still imported from here by callers of the node module
+    resolve_checkpoint,
+    validate_params,
+    with_default_params_file,
+)
+from imkd_ros.rclpy_compat import make_executor
 from imkd_ros.tf_buffer import TfBuffer, TransformError, reparents_static, static_conflicts
-
-NODE_NAME = "imkd_detector"
-NS_PER_S = 1_000_000_000
-
-# Parameters that may change while the node runs; every other one is read-only.
-DYNAMIC_PARAMS = ("score_threshold", "max_detections", "marker_lifetime")
-
-# Counted kinds of bad input (keys of the "bad input" diagnostics status, always all present).
-BAD_KINDS: tuple[str, ...] = (
-    "stamp_zero",           # header stamp 0 (or negative)
-    "stamp_future",         # stamp more than max_stamp_future ahead of the node clock
-    "frame_id_empty",       # sensor message without header.frame_id
-    "image_encoding",       # unsupported Image encoding / CompressedImage format
-    "image_corrupt",        # JPEG/PNG bytes that do not decode
-    "image_empty",          # no pixels / no bytes
-    "image_too_large",      # more than max_image_bytes
-    "image_dimensions",     # header (JPEG SOF / PNG IHDR / Image fields) declares more than max_image_size
-    "camera_info_mismatch",  # image size differs from its CameraInfo's (after ROI/binning): no K for it
-    "image_malformed",      # Image data size inconsistent with height * step, ...
-    "waiting_camera_info",  # image held back because its camera has sent no CameraInfo yet
-    "camera_info_invalid",  # CameraInfo without a pinhole K or image size
-    "radar_empty",          # PointCloud2 without fields
-    "radar_fields",         # PointCloud2 lacking nuScenes radar fields (x, y, z, rcs, ...)
-    "radar_malformed",      # truncated data, bad steps, overlapping fields, ...
-    "radar_too_large",      # more than max_radar_points points (dropped unparsed)
-    "radar_nan_points",     # sweeps with NaN/inf x/y/z (those points are dropped)
-    "tf_invalid",           # TFMessage with a non-finite or zero-quaternion transform
-    "tf_stamp_invalid",     # dynamic transforms with a zero or far-future stamp (dropped)
-    "tf_static_conflict",   # dynamic /tf re-parenting a frame whose edge /tf_static defines (dropped)
-    "assembler_rejected",   # input the assembler refused (unknown frame layout, bad K, ...)
-    "callback_errors",      # any other exception while handling an input (logged with its traceback)
-    "inference_errors",     # the predictor raised on a built frame
-    "parameter_rejected",   # run-time parameter changes refused
+from imkd_ros.topics import (
+    ATTRIBUTES_TOPIC,
+    DETECTIONS_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    MARKERS_TOPIC,
+    NODE_NAME,
+    TIMING_TOPIC,
+    TOPICS,
 )
-
-
-# Largest magnitude of a double parameter: seconds become int64 nanoseconds (and .inf is refused).
-MAX_DOUBLE = 1e6
-# Shortest diagnostics_period (100 Hz; the lock-step replay uses 50 Hz): no timer spins a core.
-MIN_PERIOD = 0.01
-
-
-class NodeConfigError(RuntimeError):
-    """The node's parameters, checkpoint or device cannot work; the message lists why."""
-
-
-# ============================================================================ parameters
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default (its type is the ROS type), meaning, constraint, check."""
-
-    name: str
-    default: Any
-    description: str
-    constraint: str = ""
-    check: Callable[[Any], bool] | None = None
-    dynamic: bool = False
-    float_range: tuple[float, float] | None = None  # for ROS tools (rqt sliders); dynamic ones only
-    int_range: tuple[int, int] | None = None
-
-
-def _ge(lo: float) -> Callable[[Any], bool]:
-    return lambda v: v >= lo
-
-
-def _gt(lo: float) -> Callable[[Any], bool]:
-    return lambda v: v > lo
-
-
-def _topics_ok(n: int) -> Callable[[Any], bool]:
-    return lambda v: len(v) == n and all(isinstance(t, str) and t.strip() for t in v)
-
-
-PARAMS: tuple[ParamSpec, ...] = (
-    # ---- inputs
-    ParamSpec("image_topics", [TOPICS[c] for c in CAMERAS],
-              f"Image topics, one per camera in the order {', '.join(CAMERAS)} (absolute or ~/-relative; "
-              "remappable). Defaults: the nuScenes bag converter's topics.",
-              "6 non-empty names", _topics_ok(len(CAMERAS))),
-    ParamSpec("camera_info_topics", [TOPICS[f"{c}/camera_info"] for c in CAMERAS],
-              "CameraInfo topics, same camera order.", "6 non-empty names", _topics_ok(len(CAMERAS))),
-    ParamSpec("radar_topics", [TOPICS[r] for r in RADARS],
-              f"Radar PointCloud2 topics (nuScenes' 18 fields), order {', '.join(RADARS)}.",
-              "5 non-empty names", _topics_ok(len(RADARS))),
-    ParamSpec("image_transport", "compressed",
-              "'compressed': sensor_msgs/CompressedImage (JPEG/PNG); 'raw': sensor_msgs/Image.",
-              "compressed | raw", lambda v: v in ("compressed", "raw")),
-    ParamSpec("sensor_reliability", "best_effort",
-              "QoS reliability of the camera/radar subscriptions (SensorDataQoS otherwise: keep last 5, "
-              "volatile). best_effort matches every publisher; reliable gives lossless delivery from reliable "
-              "publishers (bag replay tools, tests) but does not match best-effort drivers.",
-              "best_effort | reliable", lambda v: v in ("best_effort", "reliable")),
-    ParamSpec("sensor_queue_depth", 5,
-              "History depth (keep last N) of the camera/radar subscriptions; 5 = SensorDataQoS. Raise it with "
-              "reliable delivery from a bag player that publishes faster than the node decodes, so nothing is "
-              "overwritten in the reader's history.",
-              "1 .. 1000", lambda v: 1 <= v <= 1000),
-    ParamSpec("decode_threads", 1,
-              "Threads decoding the six images of the frame about to be inferred (OpenCV decodes without the GIL; "
-              "1 = on the inference thread).", "1 .. 16", lambda v: 1 <= v <= 16),
-    ParamSpec("jpeg_reduction", 0,
-              "Decode images at 1/N scale: 0 = the largest N in {1, 2, 4, 8} that keeps the image at least as "
-              "large as the model input (imkd_core.preprocess.jpeg_reduction, as the offline reader does).",
-              "0, 1, 2, 4 or 8", lambda v: v in (0, 1, 2, 4, 8)),
-    # ---- frames
-    ParamSpec("base_frame", "base_link", "Ego frame of the detections (REP-105).", "non-empty", bool),
-    ParamSpec("fixed_frame", "odom", "World-fixed frame for ego-motion compensation of every input.",
-              "non-empty, != base_frame", bool),
-    ParamSpec("global_frame", "map", "Frame of SensorFrame.ego_to_global ('' = none; diagnostics only).", "", None),
-    # ---- synchronisation (imkd_ros.assembler)
-    ParamSpec("trigger_camera", "CAM_FRONT", "Camera whose image starts a frame; its stamp is the frame stamp.",
-              "one of the 6 cameras", lambda v: v in CAMERAS),
-    ParamSpec("sync_window", 0.06, "s: max |image stamp - (trigger stamp + camera offset)| to join a frame.",
-              "> 0", _gt(0.0)),
-    ParamSpec("camera_offsets", [0.0, 0.0, 0.0, 0.0, 0.0, -0.01],
-              "s: expected stamp of each camera minus the trigger's (camera order). A camera's slot is final "
-              "once it has sent an image at/after its expected stamp; nuScenes' CAM_FRONT_LEFT fires ~8 ms "
-              "before CAM_FRONT, hence -0.01.",
-              "6 values, |v| < 1", lambda v: len(v) == len(CAMERAS) and all(abs(x) < 1.0 for x in v)),
-    ParamSpec("camera_timeout", 0.1, "s of input time after the trigger before a missing camera is masked.",
-              ">= 0", _ge(0.0)),
-    ParamSpec("camera_buffer_len", 4, "Images kept per camera for matching.", ">= 1", _ge(1)),
-    ParamSpec("radar_sweeps", 0,
-              "Radar sweeps per radar accumulated into a frame; 0 = the model config's data.radar_sweeps.",
-              ">= 0", _ge(0)),
-    ParamSpec("radar_mode", "closing",
-              "'closing': up to the first sweep at/after frame stamp - radar_tolerance (the nuScenes "
-              "keyframe sweep); 'causal': sweeps at/before frame stamp + radar_tolerance.",
-              "closing | causal", lambda v: v in ("closing", "causal")),
-    ParamSpec("radar_tolerance", 0.001, "s, see radar_mode.", ">= 0", _ge(0.0)),
-    ParamSpec("radar_timeout", 0.1, "s of input time a frame waits for the sweep that settles its radar choice.",
-              ">= 0", _ge(0.0)),
-    ParamSpec("radar_max_gap", 0.3,
-              "s: walking back from a radar's newest selected sweep, accumulation stops at a gap between "
-              "consecutive sweeps longer than this (the offline reader's sweep chain ends there too; nuScenes "
-              "radars run at ~13 Hz, so 0.3 spans one dropped sweep but not a keyframe-only bag's 2 Hz).",
-              "> 0", _gt(0.0)),
-    ParamSpec("radar_max_age", 1.0, "s: sweeps older than the frame stamp minus this are never accumulated.",
-              "> 0", _gt(0.0)),
-    ParamSpec("radar_buffer_len", 16, "Sweeps kept per radar.", "> radar_sweeps", _ge(2)),
-    ParamSpec("tf_timeout", 0.05, "s of input time a frame waits for odometry to cover its stamps.", ">= 0",
-              _ge(0.0)),
-    ParamSpec("max_pending_triggers", 8, "Frames in assembly (bounded memory).", ">= 1", _ge(1)),
-    ParamSpec("max_pending_frames", 1,
-              "Completed frames waiting for inference; older ones are dropped (newest frame wins).", ">= 1",
-              _ge(1)),
-    ParamSpec("max_clock_jump_back", 1.0,
-              "s: an input stamped this far behind the newest of its own stream is held back; once every active "
-              "stream has jumped back (or the ROS clock does), every buffer resets (bag loop). A stream whose next "
-              "message is on time again had one stale message: dropped and counted alone.", "> 0", _gt(0.0)),
-    ParamSpec("max_stream_lag", 0.5,
-              "s: camera and radar timeouts run on their own stamps (a constant transport latency does not expire "
-              "them), but never more than this behind the newest input of any kind (a silent kind cannot hold "
-              "frames).", "> 0", _gt(0.0)),
-    ParamSpec("stall_timeout", 0.5,
-              "s of node-clock time without any input after which pending frames are completed by their "
-              "timeouts (end of a bag, sensors stopped; run-time changeable: the lock-step replay holds it "
-              "long and shortens it after the bag's last message).", "(0, 3600]", lambda v: 0.0 < v <= 3600.0,
-              dynamic=True, float_range=(0.0, 3600.0)),
-    ParamSpec("tf_cache_time", 10.0, "s of history kept per dynamic TF edge.", "> 0", _gt(0.0)),
-    ParamSpec("tf_max_extrapolation", 0.05, "s a TF lookup may hold the nearest sample beyond its history.",
-              ">= 0", _ge(0.0)),
-    # ---- input sanity limits
-    ParamSpec("max_radar_points", 5000, "Radar clouds with more points are dropped unparsed (nuScenes: ~125).",
-              ">= 1", _ge(1)),
-    ParamSpec("max_image_bytes", 16_000_000, "Image messages with more data bytes are dropped undecoded.",
-              ">= 1", _ge(1)),
-    ParamSpec("max_image_size", [4096, 4096],
-              "Largest image [width, height] in pixels, read from the JPEG/PNG header (or Image fields) before "
-              "decoding: larger images are dropped undecoded (a tiny JPEG may declare 60000 x 60000).",
-              "2 values >= 1", lambda v: len(v) == 2 and all(x >= 1 for x in v)),
-    ParamSpec("max_stamp_future", 10.0, "s: inputs stamped further ahead of the node clock are dropped.",
-              "> 0", _gt(0.0)),
-    # ---- model
-    ParamSpec("checkpoint", "",
-              "Student checkpoint (.pt, imkd_core.checkpoint format). Required: the node does not start without "
-              f"one. The bundled imkd_core/weights/{DEMO_CHECKPOINT.name} is trained on synthetic data only; pass "
-              "it explicitly to try the pipeline, never on a vehicle.", "an existing file (required)", None),
-    ParamSpec("model_config", "",
-              "Model config: '' = the checkpoint's own, else a preset name (tiny, paper_r50_256x704) or a YAML "
-              "path; must fit the checkpoint's weights.", "", None),
-    ParamSpec("device", "auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.",
-              "auto | cpu | cuda | cuda:N", lambda v: v in ("auto", "cpu", "cuda") or
-              (v.startswith("cuda:") and v[5:].isdigit())),
-    ParamSpec("backend", "torch", "Inference backend: torch (eager), onnxruntime (graph exported at start), "
-              "torchscript.", "torch | onnxruntime | torchscript",
-              lambda v: v in ("torch", "onnxruntime", "torchscript")),
-    ParamSpec("precision", "fp32",
-              "Inference precision: fp32, fp16 (CUDA), bf16; fp16 and bf16 with backend torch only.",
-              "fp32 | fp16 | bf16", lambda v: v in ("fp32", "fp16", "bf16")),
-    ParamSpec("warmup", True, "Run one dummy frame at start so the first real frame is not slow.", "", None),
-    ParamSpec("score_threshold", 0.3, "Detections scoring below are not published (run-time changeable).",
-              "[0, 1)", lambda v: 0.0 <= v < 1.0, dynamic=True, float_range=(0.0, 1.0)),
-    ParamSpec("max_detections", 100, "Most detections per frame, best first (run-time changeable).",
-              "1 .. 1000", lambda v: 1 <= v <= 1000, dynamic=True, int_range=(1, 1000)),
-    # ---- outputs
-    ParamSpec("marker_lifetime", 0.5, "s RViz keeps a box marker without a newer frame (run-time changeable).",
-              "[0, 3600]", lambda v: 0.0 <= v <= 3600.0, dynamic=True, float_range=(0.0, 3600.0)),
-    ParamSpec("diagnostics_period", 1.0, "s between /diagnostics messages.", f"[{MIN_PERIOD}, 3600]",
-              lambda v: MIN_PERIOD <= v <= 3600.0),
-    ParamSpec("executor", "single",
-              "Executor of the input callbacks (inference has its own thread): 'single' = SingleThreadedExecutor, "
-              "'multi' = MultiThreadedExecutor (executor_threads), 'events' = rclpy.experimental.EventsExecutor "
-              "('single' where rclpy lacks it, e.g. Humble; see docs/design.md before using it).",
-              "single | multi | events", lambda v: v in ("events", "single", "multi")),
-    ParamSpec("executor_threads", 0, "Threads of the MultiThreadedExecutor (executor: multi; 0 = 8).", ">= 0",
-              _ge(0)),
-)
-PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
-
-
-def default_params() -> dict[str, Any]:
-    """name -> default of every node parameter (what config/detector.yaml holds)."""
-    return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
-
-
-def validate_params(params: Mapping[str, Any]) -> list[str]:
-    """Every problem of a full parameter set, one readable line each (empty = valid). Pure."""
-    errors: list[str] = []
-    bad: set[str] = set()
-    for spec in PARAMS:
-        if spec.name not in params:
-            errors.append(f"{spec.name}: missing")
-            bad.add(spec.name)
-            continue
-        v = params[spec.name]
-        if param_files.yaml_type(v) != param_files.yaml_type(spec.default):
-            want = param_files.yaml_type(spec.default)
-            errors.append(f"{spec.name} = {v!r}: expected a {want} (like {spec.default!r})")
-            bad.add(spec.name)
-            continue
-        floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] if isinstance(v, list) else []
-        if not all(math.isfinite(x) and abs(x) <= MAX_DOUBLE for x in floats):
-            errors.append(f"{spec.name} = {v!r}: must be finite (|v| <= {MAX_DOUBLE:g})")
-            bad.add(spec.name)
-            continue
-        try:
-            ok = spec.check is None or bool(spec.check(v))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            errors.append(f"{spec.name} = {v!r}: must be {spec.constraint}")
-            bad.add(spec.name)
-    p = params
-    if not bad & {"base_frame", "fixed_frame"} and p["base_frame"] == p["fixed_frame"]:
-        errors.append(f"fixed_frame = {p['fixed_frame']!r}: must differ from base_frame")
-    if not bad & {"radar_sweeps", "radar_buffer_len"} and p["radar_sweeps"] and \
-            p["radar_buffer_len"] <= p["radar_sweeps"]:
-        errors.append(f"radar_buffer_len = {p['radar_buffer_len']}: must exceed radar_sweeps ({p['radar_sweeps']})")
-    if not bad & {"image_topics", "camera_info_topics", "radar_topics"}:
-        all_topics = list(p["image_topics"]) + list(p["camera_info_topics"]) + list(p["radar_topics"])
-        dup = sorted(t for t, n in Counter(all_topics).items() if n > 1)
-        if dup:
-            errors.append(f"input topics must be distinct; repeated: {dup}")
-    return errors
-
-
-class MissingCheckpoint(NodeConfigError):
-    """`checkpoint` is empty: there is no silent default model."""
-
-
-def resolve_checkpoint(value: str) -> Path:
-    """The checkpoint parameter -> a path; MissingCheckpoint when it is empty."""
-    if not value.strip():
-        raise MissingCheckpoint(
-            "checkpoint is required (pass checkpoint:=/path/to/student.pt); the bundled demo checkpoint "
-            f"{DEMO_CHECKPOINT} is trained on synthetic data only: pass it explicitly to try the pipeline")
-    return Path(os.path.expanduser(value.strip()))
-
-
-def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig:
-    """Node parameters (seconds) -> AssemblerConfig (nanoseconds)."""
-    ns = lambda s: int(round(float(s) * NS_PER_S))  # noqa: E731
-    return AssemblerConfig(
-        cameras=CAMERAS, radars=RADARS, trigger_camera=p["trigger_camera"],
-        match_window_ns=ns(p["sync_window"]),
-        camera_offsets_ns={c: ns(o) for c, o in zip(CAMERAS, p["camera_offsets"]) if o},
-        camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),
-        radar_sweeps=int(radar_sweeps), radar_mode=p["radar_mode"], radar_tolerance_ns=ns(p["radar_tolerance"]),
-        radar_timeout_ns=ns(p["radar_timeout"]), radar_max_gap_ns=ns(p["radar_max_gap"]),
-        radar_max_age_ns=ns(p["radar_max_age"]), radar_buffer_len=int(p["radar_buffer_len"]),
-        tf_timeout_ns=ns(p["tf_timeout"]), max_pending_frames=int(p["max_pending_frames"]),
-        max_pending_triggers=int(p["max_pending_triggers"]), base_frame=p["base_frame"],
-        fixed_frame=p["fixed_frame"], global_frame=p["global_frame"] or None,
-        max_clock_jump_back_ns=ns(p["max_clock_jump_back"]), max_stream_lag_ns=ns(p["max_stream_lag"]),
-        decode_threads=int(p["decode_threads"]),
-        clear_tf_on_reset=True,
-    ).validate()
-
-
-def apply_detection_limits(predictor: Any, score_threshold: float, max_detections: int) -> None:
-    """Set the decode score threshold and top-K of a Predictor (the model reads them per call).
-
-    The node and the offline reference in tests/benchmarks configure their Predictors through
-    this one function, so both decode alike."""
-    predictor.config.model.score_threshold = float(score_threshold)
-    predictor.config.model.max_detections = int(max_detections)
-
-
-def default_params_file() -> Path | None:
-    """config/detector.yaml: the installed share dir (ament index) or this source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("imkd_ros")) / "config" / "detector.yaml"
-        if p.is_file():
-            return p
-    except (ImportError, LookupError, OSError, ValueError):  # not installed in an ament prefix
-        pass
-    p = Path(__file__).resolve().parents[1] / "config" / "detector.yaml"
-    return p if p.is_file() else None
-
-
-def parameter_table_markdown() -> str:
-    """The parameter table of README.md (name, type, default, meaning), from PARAMS."""
-    rows = ["| name | type | default | meaning |", "|---|---|---|---|"]
-    for s in PARAMS:
-        d = s.default
-        shown = ("`''`" if d == "" else "the topics of *Inputs*" if isinstance(d, list) and isinstance(d[0], str)
-                 else f"`{json.dumps(d)}`")
-        meaning = s.description + (f" Constraint: {s.constraint}." if s.constraint else "") + \
-            (" **Dynamic.**" if s.dynamic else "")
-        rows.append(f"| `{s.name}` | {param_files.yaml_type(d)} | {shown} | {meaning} |")
-    return "\n".join(rows)
 
 
 # ============================================================================ small helpers
-class _Window:
-    """Bounded window of recent float samples with percentiles (thread-safe enough: GIL + copy)."""
-
-    def __init__(self, n: int = 200) -> None:
-        self.values: deque[float] = deque(maxlen=n)
-
-    def add(self, v: float) -> None:
-        self.values.append(float(v))
-
-    def summary(self) -> dict[str, float]:
-        v = np.array(list(self.values), dtype=np.float64)
-        if v.size == 0:
-            return {}
-        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
-                "last": float(v[-1])}
-
-
-class _Throttle:
-    """Per-key log throttle: at most one message per key every `period` s, with a skipped count."""
-
-    def __init__(self, period: float = 5.0) -> None:
-        self.period = period
-        self._last: dict[str, float] = {}
-        self._skipped: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> int | None:
-        """None = stay quiet; else log now (returns how many were skipped since the last one)."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.period:
-                self._skipped[key] += 1
-                return None
-            self._last[key] = now
-            return self._skipped.pop(key, 0)
-
-
-def _kv(key: str, value: Any) -> KeyValue:
-    if isinstance(value, float):
-        value = f"{value:.3f}"
-    return KeyValue(key=key, value=str(value))
-
-
 class _EncodedImage:
     """An image message kept encoded in the assembler (imkd_ros.assembler.EncodedImage)."""
 
@@ -477,7 +123,7 @@ class DetectorNode(Node):
 
         self._lock = threading.Lock()  # node-side counters and state
         self.bad: Counter[str] = Counter(dict.fromkeys(BAD_KINDS, 0))
-        self._throttle = _Throttle(5.0)
+        self._throttle = Throttle(5.0)
         self.predictor = self._load_predictor(ckpt)
         model_cfg = self.predictor.config
         self.radar_sweeps = int(self.p["radar_sweeps"] or model_cfg.data.radar_sweeps)
@@ -505,13 +151,11 @@ class DetectorNode(Node):
         self.frames_published = 0
         self.ros_clock_resets = 0
         self.input_counts: Counter[str] = Counter()
-        self._last_rates: tuple[float, dict[str, int]] = (time.monotonic(), {})
-        self._last_diag_bad: dict[str, int] = dict(self.bad)
-        self._last_diag_stats: dict[str, int] = {}
-        self.latency = {k: _Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
+        self._report = DiagnosticsReport()
+        self.latency = {k: Window() for k in ("latency_ms", "processing_ms", "wait_ms", "age_ms")}
         # node clock at the callback minus header stamp, every sensor and /tf message (lag behind the stream)
-        self.latency["input_lag_ms"] = _Window(5000)
-        self.stage_ms: dict[str, _Window] = {}
+        self.latency["input_lag_ms"] = Window(5000)
+        self.stage_ms: dict[str, Window] = {}
 
         if self.p["warmup"]:  # before the subscriptions exist: being subscribed means ready
             self._warmup()
@@ -637,16 +281,16 @@ class DetectorNode(Node):
                             durability=DurabilityPolicy.VOLATILE)  # tf2_ros's dynamic listener QoS
         static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)  # tf2_ros's static listener QoS
-        for static, topic, qos in ((False, "/tf", tf_qos), (True, "/tf_static", static_qos)):
+        for static, topic, qos in ((False, TOPICS["tf"], tf_qos), (True, TOPICS["tf_static"], static_qos)):
             self.subs.append(self.create_subscription(
                 TFMessage, topic, lambda m, s=static, t=topic: self._guard_cb(self._on_tf, s, m, topic=t), qos,
                 callback_group=self.tf_group))
         out_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        self.det_pub = self.create_publisher(Detection3DArray, "~/detections", out_qos)
-        self.attr_pub = self.create_publisher(PointCloud2, "~/detection_attributes", out_qos)  # index-aligned
-        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
-        self.timing_pub = self.create_publisher(String, "~/timing", out_qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.det_pub = self.create_publisher(Detection3DArray, DETECTIONS_TOPIC, out_qos)
+        self.attr_pub = self.create_publisher(PointCloud2, ATTRIBUTES_TOPIC, out_qos)  # index-aligned
+        self.marker_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, out_qos)
+        self.timing_pub = self.create_publisher(String, TIMING_TOPIC, out_qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, out_qos)
         # steady-clock timer: it also ticks when a simulated clock stands still (paused bag)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics,
@@ -655,17 +299,7 @@ class DetectorNode(Node):
     # ------------------------------------------------------------------ run-time parameters
     def _change_problems(self, params: list[Parameter]) -> list[str]:
         """Why a run-time change of our parameters would be refused (read-only, type, value)."""
-        reasons = []
-        for prm in params:
-            spec = PARAM_SPECS.get(prm.name)
-            if spec is None:
-                continue  # use_sim_time and other rclpy-owned parameters
-            if not spec.dynamic:
-                reasons.append(f"{prm.name} is read-only at run time (restart the node to change it)")
-                continue
-            v = self._plain(prm.value)
-            reasons += [e for e in validate_params({**self.p, prm.name: v}) if e.startswith(prm.name)]
-        return reasons
+        return change_problems(self.p, [(prm.name, self._plain(prm.value)) for prm in params])
 
     def _pre_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
         """Runs before rclpy's own checks (read-only, ranges, types), which refuse without calling
@@ -718,20 +352,12 @@ class DetectorNode(Node):
                 with self._lock:
                     self.input_counts[topic] += 1
 
-    def _stamp_ok(self, stamp: int, what: str) -> bool:
-        if stamp <= 0:
-            self._count_bad("stamp_zero", f"{what}: header stamp {stamp} ns")
-            return False
-        now = self.get_clock().now().nanoseconds
-        if now > 0 and stamp > now + self.p["max_stamp_future"] * NS_PER_S:
-            self._count_bad("stamp_future", f"{what}: stamp {stamp / 1e9:.3f} s is {(stamp - now) / 1e9:.1f} s "
-                                            f"ahead of the node clock")
-            return False
-        return True
+    def _now(self) -> int:
+        return self.get_clock().now().nanoseconds
 
     def _input(self, stamp: int | None = None) -> None:
         """Note an input: the time of the newest input, the newest stamp."""
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         with self._lock:
             self._last_input_mono = time.monotonic()
             self._last_input_clock = now
@@ -740,7 +366,7 @@ class DetectorNode(Node):
 
     def _note_lag(self, stamp: int) -> None:
         """How far behind its stamp an input is handled (node clock; sim time when replaying)."""
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         if now > 0:
             self.latency["input_lag_ms"].add((now - stamp) / 1e6)
 
@@ -760,7 +386,7 @@ class DetectorNode(Node):
             self.get_logger().info(f"clock source changed ({jump.clock_change.name})")
         elif jump.delta.nanoseconds >= 0:
             return
-        now = self.get_clock().now().nanoseconds
+        now = self._now()
         with self._lock:
             newest = self._newest_stamp
             stale = newest is not None and newest > now + self.p["max_clock_jump_back"] * NS_PER_S
@@ -776,13 +402,10 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_camera_info(self, c: int, msg: CameraInfo) -> None:
-        topic = self.p["camera_info_topics"][c]
         try:
-            M.camera_info_to_K(msg)
-            if int(msg.width) <= 0 or int(msg.height) <= 0:
-                raise M.MessageError(f"no image size ({msg.width} x {msg.height})")
-        except M.MessageError as e:
-            self._count_bad("camera_info_invalid", f"{topic}: {e}")
+            checks.check_camera_info(msg, self.p["camera_info_topics"][c])
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
         stamp = M.stamp_to_ns(msg.header.stamp)
         infos = self._infos[c]
@@ -794,52 +417,23 @@ class DetectorNode(Node):
         if held is not None:
             self._on_image(c, held, was_held=True)
 
-    def _header_ok(self, msg: Any, topic: str) -> int | None:
-        """The message's stamp in ns if its stamp and frame_id are usable, else None (counted)."""
-        stamp = M.stamp_to_ns(msg.header.stamp)
-        if not self._stamp_ok(stamp, topic):
-            return None
-        if not msg.header.frame_id:
-            self._count_bad("frame_id_empty", f"{topic}: empty header.frame_id")
-            return None
-        return stamp
-
     def _on_image(self, c: int, msg: Any, was_held: bool = False) -> None:
-        topic = self.p["image_topics"][c]
+        p = self.p
+        topic, info_topic = p["image_topics"][c], p["camera_info_topics"][c]
         if not was_held:
             self._input()
-        stamp = self._header_ok(msg, topic)
-        if stamp is None:
-            return
-        if not was_held:
-            self._note_lag(stamp)
-        nbytes = len(msg.data)
-        if nbytes == 0 or (not hasattr(msg, "format") and (int(msg.width) == 0 or int(msg.height) == 0)):
-            self._count_bad("image_empty", f"{topic}: empty image ({nbytes} bytes)")
-            return
-        if nbytes > self.p["max_image_bytes"]:
-            self._count_bad("image_too_large", f"{topic}: {nbytes} bytes > max_image_bytes {self.p['max_image_bytes']}")
-            return
-        try:  # format and the size the header declares (a cut-off JPEG fails here): nothing decoded yet
-            hw = M.image_dimensions(msg)
-        except M.MessageError as e:
-            self._count_bad(_image_error_kind(msg, e), f"{topic}: {e}")
-            return
-        too_large = check_image_size(hw, self.p["max_image_size"])
-        if too_large:
-            self._count_bad("image_dimensions", f"{topic}: {too_large}; dropped undecoded")
-            return
-        info = self._infos[c].get(stamp) or self._latest_info[c]
-        if info is None:  # hold the newest image until the camera's CameraInfo arrives
-            self._held[c] = msg
-            self._count_bad("waiting_camera_info", f"{topic}: no CameraInfo yet on "
-                                                   f"{self.p['camera_info_topics'][c]}; image held")
-            return
-        if hw != M.camera_info_image_size(info):  # K would be applied at the wrong resolution
-            h, w = M.camera_info_image_size(info)
-            self._count_bad("camera_info_mismatch", f"{topic}: image {hw[1]} x {hw[0]} but "
-                                                    f"{self.p['camera_info_topics'][c]} describes {w} x {h}; "
-                                                    "image dropped (no intrinsics for it)")
+        try:
+            stamp = checks.header_stamp(msg, topic, self._now(), p["max_stamp_future"])
+            if not was_held:
+                self._note_lag(stamp)
+            hw = checks.image_size(msg, topic, p["max_image_bytes"], p["max_image_size"])
+            info = self._infos[c].get(stamp) or self._latest_info[c]
+            if info is None:  # hold the newest image until the camera's CameraInfo arrives
+                self._held[c] = msg
+                raise checks.BadInput("waiting_camera_info", f"{topic}: no CameraInfo yet on {info_topic}; image held")
+            checks.check_image_matches_info(hw, info, topic, info_topic)
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
         self._camera_frames[c] = msg.header.frame_id
         with self._lock:
@@ -859,7 +453,7 @@ class DetectorNode(Node):
         try:
             rgb = M.msg_to_rgb(msg, r)
         except M.MessageError as e:
-            self._count_bad(_image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
+            self._count_bad(checks.image_error_kind(msg, e), f"{self.p['image_topics'][c]}: {e}")
             raise
         try:
             K = M.camera_info_to_K(info, image_hw=rgb.shape[:2])
@@ -871,32 +465,15 @@ class DetectorNode(Node):
     def _on_radar(self, r: int, msg: PointCloud2) -> None:
         topic = self.p["radar_topics"][r]
         self._input()
-        stamp = self._header_ok(msg, topic)
-        if stamp is None:
-            return
-        self._note_lag(stamp)
-        n = int(msg.width) * int(msg.height)
-        if n > self.p["max_radar_points"]:
-            self._count_bad("radar_too_large", f"{topic}: {n} points > max_radar_points {self.p['max_radar_points']}")
-            return
-        if not msg.fields:
-            self._count_bad("radar_empty", f"{topic}: PointCloud2 without fields ({n} points, {len(msg.data)} bytes)")
-            return
-        names = {f.name for f in msg.fields}
-        missing = [f for f in RADAR_PCD_FIELDS if f not in names]
-        if missing:
-            self._count_bad("radar_fields", f"{topic}: lacks radar fields {missing}; has {sorted(names)}")
-            return
         try:
-            pts = M.radar_points(msg)
-        except M.MessageError as e:
-            self._count_bad("radar_malformed", f"{topic}: {e}")
+            stamp = checks.header_stamp(msg, topic, self._now(), self.p["max_stamp_future"])
+            self._note_lag(stamp)
+            pts, nan_points = checks.radar_points(msg, topic, self.p["max_radar_points"])
+        except checks.BadInput as e:
+            self._count_bad(e.kind, e.detail)
             return
-        finite = np.isfinite(pts[:3]).all(axis=0)
-        if not finite.all():
-            self._count_bad("radar_nan_points", f"{topic}: {int((~finite).sum())} of {pts.shape[1]} points have "
-                                                "NaN/inf x/y/z (dropped)")
-            pts = pts[:, finite]
+        if nan_points is not None:  # those points are dropped, the sweep is kept
+            self._count_bad(nan_points.kind, nan_points.detail)
         self._radar_frames[r] = msg.header.frame_id
         with self._lock:
             self._newest_stamp = stamp if self._newest_stamp is None else max(self._newest_stamp, stamp)
@@ -909,28 +486,13 @@ class DetectorNode(Node):
 
     def _on_tf(self, static: bool, msg: TFMessage) -> None:
         topic = "/tf_static" if static else "/tf"
-        try:
-            items = M.tf_message_to_list(msg)
-        except M.MessageError as e:  # as tf2: a bad transform costs only itself, not its message
-            items, bad = [], 0
-            for t in msg.transforms:
-                try:
-                    items += M.tf_message_to_list(TFMessage(transforms=[t]))
-                except M.MessageError:
-                    bad += 1
-            self._count_bad("tf_invalid", f"{topic}: {bad} of {len(msg.transforms)} transform(s) dropped ({e})")
-        if not static:
-            now = self.get_clock().now().nanoseconds
-            horizon = now + self.p["max_stamp_future"] * NS_PER_S if now > 0 else math.inf
-            good = [it for it in items if 0 < it[2] <= horizon]
-            if len(good) < len(items):
-                self._count_bad("tf_stamp_invalid", f"{topic}: {len(items) - len(good)} transform(s) with a zero "
-                                                    "or far-future stamp dropped")
-            items = good
-            if items:
-                self._input(max(it[2] for it in items))
-                self._note_lag(max(it[2] for it in items))
+        items, problems = checks.transforms(msg, topic, static, self._now(), self.p["max_stamp_future"])
+        for e in problems:
+            self._count_bad(e.kind, e.detail)
         if not static and items:
+            newest = max(it[2] for it in items)
+            self._input(newest)
+            self._note_lag(newest)
             conflicts = static_conflicts(self.tf, items)
             if conflicts:
                 self._count_bad("tf_static_conflict", f"{topic}: {'; '.join(conflicts)}")
@@ -971,7 +533,7 @@ class DetectorNode(Node):
                 break
             try:
                 last = self._last_input_clock
-                now = self.get_clock().now().nanoseconds
+                now = self._now()
                 stalled = last is not None and now - last > self.p["stall_timeout"] * NS_PER_S
                 self._infer_step(flush=stalled and self.assembler.pending > 0)
             except Exception as e:  # noqa: BLE001 - the thread must survive anything but shutdown
@@ -1035,7 +597,7 @@ class DetectorNode(Node):
             self._count_bad("inference_errors", f"frame {frame.stamp}: detections not publishable: {e}")
             return
         t2 = time.perf_counter()
-        age_ms = (self.get_clock().now().nanoseconds - frame.stamp) / 1e6
+        age_ms = (self._now() - frame.stamp) / 1e6
         processing_ms = (published - poll_mono) * 1e3
         wait_ms = max(0.0, (poll_mono - last_input) * 1e3) if last_input is not None else 0.0
         latency_ms = (published - last_input) * 1e3 if last_input is not None else processing_ms
@@ -1046,7 +608,7 @@ class DetectorNode(Node):
                          ("age_ms", age_ms)):
                 self.latency[k].add(v)
             for k, v in stages.items():
-                self.stage_ms.setdefault(k, _Window(100)).add(v)
+                self.stage_ms.setdefault(k, Window(100)).add(v)
         if self.timing_pub.get_subscription_count():
             self.timing_pub.publish(String(data=json.dumps({
                 "stamp": int(frame.stamp), "detections": len(det), "cameras": int(frame.camera_mask.sum()),
@@ -1058,79 +620,25 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> DiagnosticArray:
-        """The DiagnosticArray published every diagnostics_period (see README.md)."""
-        name = self.get_name()
-        now_mono = time.monotonic()
-        t_prev, counts_prev = self._last_rates
-        dt = max(now_mono - t_prev, 1e-6)
+        """The DiagnosticArray published every diagnostics_period (imkd_ros.diagnostics, README.md)."""
+        p = self.p
         with self._lock:
             counts = dict(self.input_counts)
-        self._last_rates = (now_mono, counts)
         stats = self.assembler.stats
+        frames = [f for f in self._camera_frames + self._radar_frames if f is not None and not self._connected(f)]
         with self._lock:
-            bad = dict(self.bad)
-            published = self.frames_published
-            lat = {k: w.summary() for k, w in self.latency.items()}
+            bad, published, resets = dict(self.bad), self.frames_published, self.ros_clock_resets
+            latency = {k: w.summary() for k, w in self.latency.items()}
             stages = {k: w.summary() for k, w in self.stage_ms.items()}
-            clock_resets = self.ros_clock_resets
-        OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-
-        # inputs
-        topics = (list(self.p["image_topics"]) + list(self.p["camera_info_topics"]) + list(self.p["radar_topics"])
-                  + ["/tf", "/tf_static"])
-        rates = {t: (counts.get(t, 0) - counts_prev.get(t, 0)) / dt for t in topics}
-        values = [_kv("waiting_for", self._waiting or "")]
-        values += [_kv(f"rate_hz {t}", rates[t]) for t in topics]
-        values += [_kv(f"count {t}", counts.get(t, 0)) for t in topics]
-        unknown = [f for f in self._camera_frames + self._radar_frames
-                   if f is not None and not self._connected(f)]
-        values.append(_kv("frames_without_tf", ",".join(sorted(set(unknown)))))
-        silent = [t for t in self.p["image_topics"] + self.p["radar_topics"] if rates[t] == 0.0]
-        if self._waiting:
-            lvl, msg = WARN, f"waiting for {self._waiting}"
-        elif unknown:
-            lvl, msg = WARN, f"no TF to {self.p['base_frame']} for {sorted(set(unknown))}"
-        elif silent:
-            lvl, msg = WARN, f"{len(silent)} sensor topic(s) silent"
-        else:
-            lvl, msg = OK, "all inputs arriving"
-        inputs = DiagnosticStatus(level=lvl, name=f"{name}: inputs", message=msg, hardware_id=name, values=values)
-
-        # frames
-        new_stats = {k: stats[k] - self._last_diag_stats.get(k, 0) for k in STAT_KEYS}
-        self._last_diag_stats = stats
-        values = [_kv("frames_published", published),
-                  _kv("detections_subscribers", self.det_pub.get_subscription_count()),
-                  _kv("ros_clock_resets", clock_resets),
-                  _kv("pending", self.assembler.pending)] + [_kv(k, stats[k]) for k in STAT_KEYS]
-        drops = sum(new_stats[k] for k in ("frames_dropped_overload", "frames_dropped_tf", "frames_invalid",
-                                           "frames_dropped_decode"))
-        masked = new_stats["cameras_masked"] + new_stats["cameras_masked_tf"] + new_stats["cameras_masked_decode"]
-        lvl, msg = (WARN, f"{drops} frame(s) dropped, {masked} camera slot(s) masked") if drops or masked else \
-            (OK, f"{published} frames published")
-        frames = DiagnosticStatus(level=lvl, name=f"{name}: frames", message=msg, hardware_id=name, values=values)
-
-        # bad input
-        new_bad = {k: bad[k] - self._last_diag_bad.get(k, 0) for k in BAD_KINDS}
-        self._last_diag_bad = bad
-        grew = [k for k in BAD_KINDS if new_bad[k]]
-        lvl = ERROR if new_bad["inference_errors"] else WARN if grew else OK
-        msg = ("new: " + ", ".join(f"{k} +{new_bad[k]}" for k in grew)) if grew else "none new"
-        bad_status = DiagnosticStatus(level=lvl, name=f"{name}: bad input", message=msg, hardware_id=name,
-                                      values=[_kv(k, bad[k]) for k in BAD_KINDS])
-
-        # latency and per-stage timing
-        values = [_kv(f"{k} {q}", v) for k, s in lat.items() for q, v in s.items()]
-        p50 = lat["latency_ms"].get("p50")
-        latency = DiagnosticStatus(level=OK, name=f"{name}: latency", hardware_id=name, values=values,
-                                   message=f"p50 {p50:.1f} ms (last input -> published)" if p50 is not None
-                                   else "no frames yet")
-        values = [_kv("device", str(self.predictor.device)), _kv("model", self.predictor.config.name)]
-        values += [_kv(f"{k} {q}_ms", v) for k, s in stages.items() for q, v in s.items() if q in ("p50", "last")]
-        total = stages.get("total", {}).get("p50")
-        timing = DiagnosticStatus(level=OK, name=f"{name}: timing", hardware_id=name, values=values,
-                                  message=f"predictor p50 {total:.1f} ms" if total is not None else "no frames yet")
-        arr = DiagnosticArray(status=[inputs, frames, bad_status, latency, timing])
+        state = NodeState(
+            name=self.get_name(), waiting_for=self._waiting, base_frame=p["base_frame"],
+            input_topics=list(p["image_topics"]) + list(p["camera_info_topics"]) + list(p["radar_topics"])
+            + ["/tf", "/tf_static"], sensor_topics=list(p["image_topics"]) + list(p["radar_topics"]),
+            input_counts=counts, frames_without_tf=frames, frames_published=published,
+            detections_subscribers=self.det_pub.get_subscription_count(), ros_clock_resets=resets,
+            pending=self.assembler.pending, assembler_stats=stats, bad=bad, latency=latency, stages=stages,
+            device=str(self.predictor.device), model=self.predictor.config.name)
+        arr = self._report.build(state)
         arr.header.stamp = self.get_clock().now().to_msg()
         return arr
 
@@ -1160,49 +668,10 @@ def _reduction(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
     return jpeg_reduction(src_hw, dst_hw)
 
 
-def _image_error_kind(msg: Any, err: Exception) -> str:
-    """Which BAD_KINDS a MessageError from imkd_ros.msgs.msg_to_rgb is (by its documented wording)."""
-    head = str(err).split(":")[0]  # decode failures read "CompressedImage ('jpeg', N bytes): <why>"
-    if hasattr(msg, "format"):  # CompressedImage
-        return "image_encoding" if "format" in head or head.startswith("unsupported") else "image_corrupt"
-    return "image_encoding" if head.startswith("unsupported image encoding") else "image_malformed"
-
-
 # ============================================================================ entry point
-def _with_default_params_file(argv: Sequence[str]) -> list[str]:
-    """argv with `--ros-args --params-file <config/detector.yaml>` unless a params file is given.
-
-    The file goes before the user's first `--ros-args` (else at the end): rcl applies parameter
-    overrides in argv order, later ones winning, so the user's `-p name:=value` beat the file."""
-    argv = list(argv)
-    if "--params-file" in argv:
-        return argv
-    path = default_params_file()
-    if path is None:
-        return argv
-    at = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    return argv[:at] + ["--ros-args", "--params-file", str(path)] + argv[at:]
-
-
-def make_executor(kind: str, threads: int = 0, context: Any = None) -> tuple[Any, str]:
-    """(executor for the input callbacks, the kind used): 'events' needs
-    rclpy.experimental.EventsExecutor (Jazzy's rclpy >= 7.1.4); where rclpy lacks it (Humble)
-    'single' stands in: both run the callbacks on one thread, the inference has its own."""
-    if kind == "events":
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError:
-            kind = "single"
-        else:
-            return EventsExecutor(context=context), "events"
-    if kind == "multi":
-        return MultiThreadedExecutor(num_threads=threads or 8, context=context), "multi"
-    return SingleThreadedExecutor(context=context), "single"
-
-
 def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
-    argv = _with_default_params_file(list(sys.argv if args is None else args))
+    argv = with_default_params_file(list(sys.argv if args is None else args))
     log = get_logger(NODE_NAME)
     checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS,
                                      param_files.check_value_against(default_params(), validate_params))

@@ -50,8 +50,8 @@ from vision_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
-from imkd_core.frame import CLASSES, Detections
-from imkd_core.geometry import quat_to_matrix
+from imkd_core.frame import CLASS_COLORS, CLASSES, Detections
+from imkd_core.geometry import matrix_to_quat_xyzw, quat_xyzw_to_matrix, quat_xyzw_yaw, yaw_to_quat_xyzw
 from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_ros.cdr import detection_array_cdr
 
@@ -62,7 +62,7 @@ __all__ = [
     "msg_to_rgb",
     "pointcloud2_to_array", "array_to_pointcloud2", "pointcloud2_fields", "radar_points",
     "camera_info_to_K", "camera_info_image_size", "K_to_camera_info", "image_dimensions",
-    "quaternion_to_matrix", "matrix_to_quaternion", "yaw_to_quaternion", "quaternion_to_yaw",
+    "quaternion_to_matrix", "matrix_to_quaternion",
     "transform_to_matrix", "matrix_to_transform", "tf_message_to_list", "transforms_to_tf_message",
     "detections_to_msg", "detections_to_cdr", "detections_to_attributes", "attributes_to_array", "ATTRIBUTE_DTYPE",
     "detection_ids", "msg_to_detections", "detections_to_markers", "box_corners", "CLASS_COLORS",
@@ -521,59 +521,24 @@ def K_to_camera_info(K: np.ndarray, width: int, height: int, stamp_ns: int = 0, 
 
 # ============================================================================ rotations / TF
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (x, y, z, w) -> (..., 3, 3) rotation matrices (normalised first)."""
+    """(..., 4) quaternions (x, y, z, w) of a message -> (..., 3, 3) rotation matrices; MessageError
+    on a wrong shape or a zero/non-finite quaternion (the maths: imkd_core.geometry)."""
     q = np.asarray(q, dtype=np.float64)
     if q.shape[-1] != 4:
         raise MessageError(f"quaternions must have 4 components (x, y, z, w), got shape {q.shape}")
     n = np.linalg.norm(q, axis=-1, keepdims=True)
     if not np.isfinite(q).all() or (n < 1e-9).any():
         raise MessageError("quaternion is zero or not finite")
-    return quat_to_matrix(q[..., [3, 0, 1, 2]])  # ROS order (x, y, z, w) -> (w, x, y, z)
+    return quat_xyzw_to_matrix(q)
 
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w) with w >= 0.
-
-    Shepperd's method (pick the best-conditioned of four formulas per matrix), vectorised.
-    """
+    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w) with w >= 0;
+    MessageError on a wrong shape."""
     R = np.asarray(R, dtype=np.float64)
     if R.shape[-2:] != (3, 3):
         raise MessageError(f"rotation matrices must be (..., 3, 3), got {R.shape}")
-    m = R.reshape(-1, 3, 3)
-    d = np.stack([m[:, 0, 0], m[:, 1, 1], m[:, 2, 2], m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]], axis=1)
-    choice = d.argmax(axis=1)
-    q = np.empty((m.shape[0], 4))
-    s = choice == 3
-    q[s, 0] = m[s, 2, 1] - m[s, 1, 2]
-    q[s, 1] = m[s, 0, 2] - m[s, 2, 0]
-    q[s, 2] = m[s, 1, 0] - m[s, 0, 1]
-    q[s, 3] = 1 + d[s, 3]
-    for i in range(3):  # the three diagonal-dominant cases (a loop over cases, not matrices)
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = choice == i
-        q[s, i] = 1 - d[s, 3] + 2 * m[s, i, i]
-        q[s, j] = m[s, j, i] + m[s, i, j]
-        q[s, k] = m[s, k, i] + m[s, i, k]
-        q[s, 3] = m[s, k, j] - m[s, j, k]
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 3] < 0] *= -1
-    return q.reshape(R.shape[:-2] + (4,))
-
-
-def yaw_to_quaternion(yaw: np.ndarray) -> np.ndarray:
-    """(N,) yaw about +z -> (N, 4) quaternions (0, 0, sin(yaw/2), cos(yaw/2))."""
-    yaw = np.asarray(yaw, dtype=np.float64)
-    q = np.zeros(yaw.shape + (4,))
-    q[..., 2] = np.sin(0.5 * yaw)
-    q[..., 3] = np.cos(0.5 * yaw)
-    return q
-
-
-def quaternion_to_yaw(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (x, y, z, w) -> yaw in (-pi, pi] (heading of the rotated +x axis)."""
-    q = np.asarray(q, dtype=np.float64)
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return matrix_to_quat_xyzw(R)
 
 
 def transform_to_matrix(msg: Any) -> np.ndarray:
@@ -675,7 +640,7 @@ def detections_to_msg(det: Detections, frame_id: str = "base_link", stamp_ns: in
     """
     boxes, labels = _checked_boxes(det)
     stamp = det.stamp if stamp_ns is None else stamp_ns
-    q = yaw_to_quaternion(boxes[:, 6]).tolist()
+    q = yaw_to_quat_xyzw(boxes[:, 6]).tolist()
     out = Detection3DArray(header=make_header(stamp, frame_id))
     dets = []
     for b, qi, score, label, i in zip(boxes.tolist(), q, det.scores.tolist(), labels.tolist(),
@@ -758,7 +723,7 @@ def msg_to_detections(msg: Any, attributes: Any = None) -> Detections:
         return Detections.empty(stamp=stamp)
     boxes = np.array(rows, dtype=np.float64).reshape(-1, 9)
     if rows:
-        boxes[:, 6] = quaternion_to_yaw(np.array(quats))
+        boxes[:, 6] = quat_xyzw_yaw(np.array(quats))
     if attributes is not None:
         if stamp_to_ns(attributes.header.stamp) != stamp:
             raise MessageError(f"detection attributes stamped {stamp_to_ns(attributes.header.stamp)}, "
@@ -772,20 +737,6 @@ def msg_to_detections(msg: Any, attributes: Any = None) -> Detections:
         return Detections.empty(stamp=stamp)
     return Detections(boxes, np.array(scores), np.array(labels), stamp=stamp)
 
-
-# One RGB colour per nuScenes class (CLASSES order), roughly the devkit's rendering palette.
-CLASS_COLORS: np.ndarray = np.array([
-    [1.00, 0.62, 0.00],  # car: orange
-    [1.00, 0.39, 0.28],  # truck: tomato
-    [0.91, 0.59, 0.48],  # construction_vehicle: dark salmon
-    [1.00, 0.27, 0.00],  # bus: orange-red
-    [1.00, 0.55, 0.00],  # trailer: dark orange
-    [0.44, 0.50, 0.56],  # barrier: slate grey
-    [1.00, 0.24, 0.39],  # motorcycle: red-pink
-    [0.86, 0.08, 0.24],  # bicycle: crimson
-    [0.00, 0.00, 0.90],  # pedestrian: blue
-    [0.18, 0.31, 0.31],  # traffic_cone: dark slate
-], dtype=np.float32)
 
 # Box corner signs (x, y, z) and the 12 edges of a box as corner index pairs.
 _CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)], dtype=np.float64)

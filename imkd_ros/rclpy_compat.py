@@ -37,3 +37,21 @@ def publisher_count(node: Any, subscription: Any) -> int:
     if hasattr(subscription, "get_publisher_count"):
         return int(subscription.get_publisher_count())
     return int(node.count_publishers(subscription.topic_name))
+
+
+def make_executor(kind: str, threads: int = 0, context: Any = None) -> tuple[Any, str]:
+    """(executor for the input callbacks, the kind used): 'events' needs
+    rclpy.experimental.EventsExecutor (Jazzy's rclpy >= 7.1.4); where rclpy lacks it (Humble)
+    'single' stands in: both run the callbacks on one thread, the inference has its own."""
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            kind = "single"
+        else:
+            return EventsExecutor(context=context), "events"
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=threads or 8, context=context), "multi"
+    return SingleThreadedExecutor(context=context), "single"

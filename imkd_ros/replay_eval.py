@@ -144,7 +144,7 @@ class DetectionLimits:
 
 def _input_topics() -> dict[str, str]:
     """{key: topic} of the node's inputs, from the converter's one topic table."""
-    from imkd_ros.nuscenes_to_bag import TOPICS
+    from imkd_ros.topics import TOPICS
 
     keys = [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]
     return {k: TOPICS[k] for k in keys}
@@ -186,7 +186,7 @@ class DetectorProcess:
                  env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()) -> None:
         self.cmd = [sys.executable, "-m", NODE_MODULE, *extra_args, "--ros-args"]
         if params_file is None:  # explicit, and before the -p overrides: rcl applies them in order
-            from imkd_ros.detector_node import default_params_file
+            from imkd_ros.params import default_params_file
 
             params_file = default_params_file()
         if params_file is not None:
@@ -471,7 +471,7 @@ def keyframes_of_bag(reader: Any, nusc: Any | None = None) -> dict[int, str]:
     """
     frames = bag_keyframes(reader)
     if not frames:
-        from imkd_ros.nuscenes_to_bag import TOPICS
+        from imkd_ros.topics import TOPICS
 
         gt = [c for c in reader.connections if c.topic == TOPICS["gt_detections"]]
         if not gt or nusc is None:
@@ -703,7 +703,7 @@ def node_param_values(params_file: str | Path | None, params: Mapping[str, Any],
     key), then -p overrides - the order rcl applies them."""
     import yaml
 
-    from imkd_ros.detector_node import PARAMS
+    from imkd_ros.params import PARAMS
 
     values = {p.name: p.default for p in PARAMS if p.name in names}
     if params_file is not None:
@@ -801,7 +801,7 @@ def offline_detections(reader: Any, tokens: Sequence[str], checkpoint: str | Pat
     from tqdm import tqdm
 
     from imkd_core.predict import Predictor
-    from imkd_ros.detector_node import apply_detection_limits
+    from imkd_ros.params import apply_detection_limits
 
     predictor = Predictor(checkpoint=checkpoint, device=device)
     if limits is not None:

@@ -50,9 +50,9 @@ import yaml
 
 from imkd_core.frame import CAMERAS, CLASSES, RADARS, Detections, SensorFrame
 from imkd_core.radar import RADAR_PCD_FIELDS, RADAR_PCD_SIZES, RADAR_PCD_TYPES, radar_features
-from imkd_ros.detector_node import NODE_NAME, default_params, default_params_file
-from imkd_ros.nuscenes_to_bag import BASE_FRAME, MAP_FRAME, ODOM_FRAME, TOPICS, sensor_frame
+from imkd_ros.params import default_params, default_params_file
 from imkd_ros.rclpy_compat import publisher_count
+from imkd_ros.topics import BASE_FRAME, MAP_FRAME, NODE_NAME, ODOM_FRAME, TOPICS, sensor_frame
 
 NS = 1_000_000_000
 # Node parameters the harness needs on top of config/detector.yaml (see the module docstring).
@@ -817,7 +817,7 @@ def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int]
     from imkd_core.preprocess import jpeg_reduction
     from imkd_ros import msgs as M
     from imkd_ros.assembler import FrameAssembler
-    from imkd_ros.detector_node import assembler_config
+    from imkd_ros.params import assembler_config
     from imkd_ros.replay import message_class, open_bag
 
     p = {**default_params(), **(params or {})}

@@ -13,16 +13,24 @@ Dynamic edges keep a time-sorted history of `cache_time_ns` (tf2's cache_time, 1
 interpolated (lerp translation, slerp rotation); static edges are timeless. The errors carry
 tf2's names too (`LookupException`, `ConnectivityException`, `ExtrapolationException`, all
 `TransformException`), so code written against tf2_ros reads the same. Quaternions are
-(x, y, z, w), like geometry_msgs.
+(x, y, z, w), like geometry_msgs; the rotation maths is imkd_core.geometry's.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 
 import numpy as np
+
+from imkd_core.geometry import (
+    invert_transform,
+    matrix_to_quat_xyzw_one,
+    pose_matrix_xyzw_one,
+    quat_xyzw_to_matrix,
+    slerp,
+    slerp_one,
+)
 
 NS_PER_S = 1_000_000_000
 
@@ -36,10 +44,8 @@ __all__ = [
     "TransformError",
     "TransformException",
     "UnknownFrameError",
-    "invert_transform",
-    "matrix_from_quaternion",
-    "quaternion_from_matrix",
-    "slerp",
+    "static_conflicts",
+    "reparents_static",
 ]
 
 
@@ -91,79 +97,7 @@ def _fmt(ns: int) -> str:
     return f"{ns / NS_PER_S:.6f} s"
 
 
-# ----------------------------------------------------------------------------- rotation maths
-def quaternion_from_matrix(R: np.ndarray) -> np.ndarray:
-    """3x3 (or the rotation block of a 4x4) -> unit quaternion (x, y, z, w) (Shepperd's method)."""
-    m = np.asarray(R, dtype=np.float64)
-    m00, m01, m02 = float(m[0, 0]), float(m[0, 1]), float(m[0, 2])
-    m10, m11, m12 = float(m[1, 0]), float(m[1, 1]), float(m[1, 2])
-    m20, m21, m22 = float(m[2, 0]), float(m[2, 1]), float(m[2, 2])
-    tr = m00 + m11 + m22
-    if tr > 0.0:
-        s = 2.0 * math.sqrt(tr + 1.0)
-        q = ((m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s, 0.25 * s)
-    elif m00 > m11 and m00 > m22:
-        s = 2.0 * math.sqrt(1.0 + m00 - m11 - m22)
-        q = (0.25 * s, (m01 + m10) / s, (m02 + m20) / s, (m21 - m12) / s)
-    elif m11 > m22:
-        s = 2.0 * math.sqrt(1.0 + m11 - m00 - m22)
-        q = ((m01 + m10) / s, 0.25 * s, (m12 + m21) / s, (m02 - m20) / s)
-    else:
-        s = 2.0 * math.sqrt(1.0 + m22 - m00 - m11)
-        q = ((m02 + m20) / s, (m12 + m21) / s, 0.25 * s, (m10 - m01) / s)
-    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-    return np.array([q[0] / n, q[1] / n, q[2] / n, q[3] / n])
-
-
-def matrix_from_quaternion(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (x, y, z, w), normalised here -> (..., 3, 3) rotation matrices."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    xx, yy, zz = x * x, y * y, z * z
-    xy, xz, yz, xw, yw, zw = x * y, x * z, y * z, x * w, y * w, z * w
-    R = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
-    R[..., 0, 0] = 1 - 2 * (yy + zz)
-    R[..., 0, 1] = 2 * (xy - zw)
-    R[..., 0, 2] = 2 * (xz + yw)
-    R[..., 1, 0] = 2 * (xy + zw)
-    R[..., 1, 1] = 1 - 2 * (xx + zz)
-    R[..., 1, 2] = 2 * (yz - xw)
-    R[..., 2, 0] = 2 * (xz - yw)
-    R[..., 2, 1] = 2 * (yz + xw)
-    R[..., 2, 2] = 1 - 2 * (xx + yy)
-    return R
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
-    """Spherical linear interpolation of (..., 4) unit quaternions along the shorter arc."""
-    q0 = np.asarray(q0, dtype=np.float64)
-    q1 = np.asarray(q1, dtype=np.float64)
-    a = np.asarray(alpha, dtype=np.float64)[..., None]
-    d = np.sum(q0 * q1, axis=-1, keepdims=True)
-    q1 = np.where(d < 0.0, -q1, q1)  # q and -q are the same rotation: take the short way
-    d = np.minimum(np.abs(d), 1.0)
-    theta = np.arccos(d)
-    sin_t = np.sin(theta)
-    small = sin_t < 1e-9  # (nearly) identical rotations: plain lerp is exact enough
-    safe = np.where(small, 1.0, sin_t)
-    w0 = np.where(small, 1.0 - a, np.sin((1.0 - a) * theta) / safe)
-    w1 = np.where(small, a, np.sin(a * theta) / safe)
-    q = w0 * q0 + w1 * q1
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
-
-
-def invert_transform(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid (..., 4, 4) transforms (R^T, -R^T t), without a general inverse."""
-    T = np.asarray(T, dtype=np.float64)
-    out = np.zeros_like(T)
-    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
-    out[..., 3, 3] = 1.0
-    return out
-
-
+# ----------------------------------------------------------------------------- checks
 def _check_rigid(T: np.ndarray, parent: str, child: str) -> np.ndarray:
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4):
@@ -182,40 +116,6 @@ def _check_rigid(T: np.ndarray, parent: str, child: str) -> np.ndarray:
                          f"(|R R^T - I|max = {err:.3g}, det = {det:.3g}); "
                          "a zero or unnormalised quaternion in the message?")
     return T
-
-
-def _pose_matrix(q: Sequence[float], p: Sequence[float]) -> np.ndarray:
-    """4x4 from one quaternion (x, y, z, w) and translation, in scalar maths (fast for one)."""
-    x, y, z, w = q
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w), p[0]],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w), p[1]],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y), p[2]],
-        [0.0, 0.0, 0.0, 1.0]])
-
-
-def _slerp_one(q0: list[float], q1: list[float], a: float) -> list[float]:
-    """Scalar slerp of two unit quaternions (the shorter arc); see `slerp`."""
-    d = q0[0] * q1[0] + q0[1] * q1[1] + q0[2] * q1[2] + q0[3] * q1[3]
-    if d < 0.0:
-        q1, d = [-v for v in q1], -d
-    theta = math.acos(min(d, 1.0))
-    st = math.sin(theta)
-    if st < 1e-9:
-        w0, w1 = 1.0 - a, a
-    else:
-        w0, w1 = math.sin((1.0 - a) * theta) / st, math.sin(a * theta) / st
-    return [w0 * u + w1 * v for u, v in zip(q0, q1)]
-
-
-def _invert_one(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    Rt = T[:3, :3].T
-    out[:3, :3] = Rt
-    out[:3, 3] = -(Rt @ T[:3, 3])
-    return out
 
 
 # ----------------------------------------------------------------------------- one dynamic edge
@@ -316,14 +216,14 @@ class _History:
             raise self._extrapolation(t, tolerance_ns, parent, child)
         if t >= newest or t <= oldest:  # hold the end sample (within tolerance)
             i = hi - 1 if t >= newest else lo
-            return _pose_matrix(self.quats[i].tolist(), self.trans[i].tolist())
+            return pose_matrix_xyzw_one(self.quats[i].tolist(), self.trans[i].tolist())
         i1 = lo + int(np.searchsorted(self.stamps[lo:hi], t, side="right"))  # first stamp > t
         i0 = i1 - 1
         s0 = int(self.stamps[i0])
         a = (t - s0) / (int(self.stamps[i1]) - s0)
-        q = _slerp_one(self.quats[i0].tolist(), self.quats[i1].tolist(), a)
+        q = slerp_one(self.quats[i0].tolist(), self.quats[i1].tolist(), a)
         p0, p1 = self.trans[i0].tolist(), self.trans[i1].tolist()
-        return _pose_matrix(q, [u + a * (v - u) for u, v in zip(p0, p1)])
+        return pose_matrix_xyzw_one(q, [u + a * (v - u) for u, v in zip(p0, p1)])
 
     def sample(self, ts: np.ndarray, tolerance_ns: int, parent: str, child: str) -> np.ndarray:
         """(K,) int64 stamps -> (K, 4, 4) interpolated T_parent_child, vectorised; the nearest
@@ -336,7 +236,7 @@ class _History:
         out = np.zeros((len(ts), 4, 4), dtype=np.float64)
         out[:, 3, 3] = 1.0
         if len(S) == 1:
-            out[:, :3, :3] = matrix_from_quaternion(self.quats[self.lo])
+            out[:, :3, :3] = quat_xyzw_to_matrix(self.quats[self.lo])
             out[:, :3, 3] = self.trans[self.lo]
             return out
         tc = np.clip(ts, oldest, newest)
@@ -345,7 +245,7 @@ class _History:
         a = (tc - S[i0]) / (S[i1] - S[i0])  # int64 differences, exact before the division
         Q = self.quats[self.lo:self.hi]
         P = self.trans[self.lo:self.hi]
-        out[:, :3, :3] = matrix_from_quaternion(slerp(Q[i0], Q[i1], a))
+        out[:, :3, :3] = quat_xyzw_to_matrix(slerp(Q[i0], Q[i1], a))
         out[:, :3, 3] = P[i0] + a[:, None] * (P[i1] - P[i0])
         return out
 
@@ -451,7 +351,7 @@ class TfBuffer:
             hist = self._dynamic.get(child)
             if hist is None:
                 hist = self._dynamic[child] = _History(self.cache_time_ns, self.max_samples_per_edge)
-            return hist.insert(int(stamp_ns), quaternion_from_matrix(T), T[:3, 3])
+            return hist.insert(int(stamp_ns), matrix_to_quat_xyzw_one(T), T[:3, 3])
 
     def clear(self, static: bool = False) -> None:
         """Forget all dynamic edges (and static ones too if `static`); e.g. after the clock
@@ -537,7 +437,7 @@ class TfBuffer:
                                      stamp_ns=e.stamp_ns, oldest_ns=e.oldest_ns, newest_ns=e.newest_ns,
                                      tolerance_ns=e.tolerance_ns) from None
         if B is not None:
-            Binv = _invert_one(B) if B.ndim == 2 else invert_transform(B)
+            Binv = invert_transform(B)
             A = Binv if A is None else Binv @ A
         if isinstance(stamps, int):
             return np.eye(4) if A is None else A

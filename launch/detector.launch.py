@@ -17,8 +17,8 @@ Arguments (an empty value leaves the params file's setting alone):
   detections_topic, attributes_topic, markers_topic
                    remap the outputs ~/detections, ~/detection_attributes, ~/markers
   <camera>_image, <camera>_info, <radar>_points   remap an input (e.g. cam_front_image:=/x/compressed)
-The input remaps apply to the default topic names of config/detector.yaml (the nuScenes bag
-converter's); if a params file renames topics, remap those names yourself.
+The input remaps apply to the default topic names (imkd_ros/topics.py, as in config/detector.yaml
+and the nuScenes bag converter's bags); if a params file renames topics, remap those names yourself.
 
 Where the `ros2` CLI is absent, `imkd-detector --ros-args --params-file config/detector.yaml -p checkpoint:=...`
 starts the same node with the same parameters.
@@ -30,21 +30,30 @@ from launch.substitutions import PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from imkd_core.frame import CAMERAS, RADARS
+from imkd_ros.params import PARAM_SPECS, YAML_PATH
+from imkd_ros.topics import (
+    ATTRIBUTES_TOPIC,
+    DETECTIONS_TOPIC,
+    MARKERS_TOPIC,
+    NODE_NAME,
+    camera_info_topic,
+    image_topic,
+    points_topic,
+)
+
 PACKAGE = "imkd_ros"
 EXECUTABLE = "detector_node"  # console script of setup.py (also installed as imkd-detector)
-NODE_NAME = "imkd_detector"
-PARAMS_FILE = ("config", "detector.yaml")
+PARAMS_FILE = YAML_PATH.parts  # ("config", "detector.yaml"), generated from imkd_ros.params
 
-CAMERAS = ("cam_front", "cam_front_right", "cam_back_right", "cam_back", "cam_back_left", "cam_front_left")
-RADARS = ("radar_front", "radar_front_left", "radar_front_right", "radar_back_left", "radar_back_right")
-# launch argument -> the node's default topic (config/detector.yaml) it remaps
+# launch argument -> the node's default topic (imkd_ros.topics, config/detector.yaml) it remaps
 INPUT_REMAPS = {
-    **{f"{c}_image": f"/sensors/camera/{c}/image_rect_color/compressed" for c in CAMERAS},
-    **{f"{c}_info": f"/sensors/camera/{c}/camera_info" for c in CAMERAS},
-    **{f"{r}_points": f"/sensors/radar/{r}/points" for r in RADARS},
+    **{f"{c.lower()}_image": image_topic(c) for c in CAMERAS},
+    **{f"{c.lower()}_info": camera_info_topic(c) for c in CAMERAS},
+    **{f"{r.lower()}_points": points_topic(r) for r in RADARS},
 }
-OUTPUT_REMAPS = {"detections_topic": "~/detections", "attributes_topic": "~/detection_attributes",
-                 "markers_topic": "~/markers"}
+OUTPUT_REMAPS = {"detections_topic": DETECTIONS_TOPIC, "attributes_topic": ATTRIBUTES_TOPIC,
+                 "markers_topic": MARKERS_TOPIC}
 # launch argument -> node parameter it overrides (only when the argument is not empty)
 PARAM_ARGS = {"checkpoint": "checkpoint", "device": "device", "use_sim_time": "use_sim_time"}
 
@@ -79,7 +88,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("checkpoint", default_value="",
                               description="student checkpoint (required unless the params file sets one)"),
-        DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N; '' = params file"),
+        DeclareLaunchArgument("device", default_value="",
+                              description=f"{PARAM_SPECS['device'].constraint}; '' = params file"),
         DeclareLaunchArgument("use_sim_time", default_value="", description="true with `ros2 bag play --clock`"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),

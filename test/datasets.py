@@ -55,7 +55,8 @@ def synthetic() -> DatasetSpec:
     except ImportError as exc:  # the generator is developed alongside
         pytest.skip(f"synthetic generator unavailable: {exc}")
     cfg = synth.SyntheticConfig(**SYNTH_CONFIG)
-    key = hashlib.sha256(Path(synth.__file__).read_bytes() + json.dumps(SYNTH_CONFIG, sort_keys=True).encode())
+    sources = b"".join(p.read_bytes() for p in sorted(Path(synth.__file__).parent.glob("*.py")))
+    key = hashlib.sha256(sources + json.dumps(SYNTH_CONFIG, sort_keys=True).encode())
     root = Path(tempfile.gettempdir()) / f"imkd-test-synth-{key.hexdigest()[:16]}"
     if not (root / ".complete").is_file():
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))

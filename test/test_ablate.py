@@ -41,7 +41,7 @@ def _env() -> dict[str, str]:
 def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     cfg = micro_config_yaml(tmp_path_factory)
     out, js, md = tmp_path / "runs", tmp_path / "ablation.json", tmp_path / "ablation.md"
-    cmd = [sys.executable, str(REPO / "train" / "ablate.py"), "--dataroot", str(world), "--version", VERSION,
+    cmd = [sys.executable, "-m", "train.ablate", "--dataroot", str(world), "--version", VERSION,
            "--config", str(cfg), "--arms", "nokd,l1", "--seeds", "0,1", "--steps", "2", "--teacher-steps", "2",
            "--batch-size", "2", "--num-workers", "0", "--threads", "1", "--time-budget-min", "0",
            "--probes", "--n-boot", "200", "--keep-teacher-cache", "--out", str(out), "--json", str(js),
@@ -105,4 +105,5 @@ def s0_command(out: Path) -> list[str]:
 
     state = json.loads((out / "ablation_state.json").read_text())
     argv = shlex.split(state["seed0/l1"]["command"])
-    return [sys.executable, str(REPO / argv[1])] + argv[2:]
+    assert argv[:3] == ["python", "-m", "train.train"], argv
+    return [sys.executable, *argv[1:]]

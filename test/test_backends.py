@@ -55,7 +55,7 @@ def _frames(name: str) -> list[SensorFrame]:
         frames = [reader[i][0] for i in (0, 30, 60)]
         frames[1].camera_mask[2] = False
         return frames
-    from imkd_core.models.synthetic import synthetic_frame
+    from imkd_core.data.synthetic.frames import synthetic_frame
 
     frames = [synthetic_frame(seed=s, with_lidar=False, n_radar_clutter=40 + 30 * s)[0] for s in (1, 2)]
     frames[1].camera_mask[4] = False
@@ -63,7 +63,7 @@ def _frames(name: str) -> list[SensorFrame]:
 
 
 def test_node_defaults_are_the_decoding_used_here() -> None:
-    from imkd_ros.detector_node import PARAM_SPECS
+    from imkd_ros.params import PARAM_SPECS
 
     assert PARAM_SPECS["score_threshold"].default == SCORE_THRESHOLD
     assert PARAM_SPECS["max_detections"].default == MAX_DETECTIONS
@@ -98,7 +98,7 @@ def test_backends_match_eager_fp32(predictors: dict, data: str) -> None:
 
 def test_graph_backends_take_degenerate_frames(predictors: dict) -> None:
     """No radar point at all and one camera left: the exported graphs take both (dynamic sizes)."""
-    from imkd_core.models.synthetic import synthetic_frame
+    from imkd_core.data.synthetic.frames import synthetic_frame
 
     frame = synthetic_frame(seed=7, with_lidar=False)[0]
     frame.radar = frame.radar[:0]
@@ -132,7 +132,7 @@ def test_node_passes_backend_and_precision_to_the_predictor(tmp_path) -> None:
     """The node's backend/precision parameters reach the Predictor: a combination it cannot run
     stops the node at start with exit code 2 and one line naming the reason, no traceback."""
     from imkd_core.weights import DEMO_CHECKPOINT
-    from imkd_ros.detector_node import default_params, validate_params
+    from imkd_ros.params import default_params, validate_params
     from imkd_ros.testing import NodeProcess
 
     errors = "\n".join(validate_params({**default_params(), "backend": "tensorrt", "precision": "int8"}))

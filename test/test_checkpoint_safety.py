@@ -20,7 +20,8 @@ from test.train_support import REPO, VERSION, micro_config, micro_config_yaml, s
 def _payload(step: int) -> dict:
     """A training-style payload (model, optimizer, scheduler, RNG state) of the micro teacher."""
     from imkd_core.models.detector import Teacher
-    from train.train import lr_factor, rng_state
+    from train.distributed import rng_state
+    from train.loop import lr_factor
 
     cfg = micro_config()
     torch.manual_seed(step)

@@ -20,8 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
+from imkd_core.pcd import PcdError, PcdTruncatedError, parse_pcd
 from imkd_core.radar import RADAR_PCD_FIELDS
+from imkd_ros import bag_messages as bm
+from imkd_ros import bag_plan as bp
 from imkd_ros import nuscenes_to_bag as n2b
+from imkd_ros.cdr import detection_array_cdr
 
 REPO = Path(__file__).resolve().parents[1]
 DATAROOT = Path(os.environ.get("IMKD_NUSCENES_DATAROOT", REPO.parent / "shared" / "nuscenes"))
@@ -396,7 +400,7 @@ def corrupt_root(tmp_path_factory, scene_records):
 
 def _truncated_pcd(raw: bytes) -> bytes:
     """Cut a PCD in the middle of its points (nuScenes radar files carry ~3.7 kB zero padding)."""
-    pcd = n2b.parse_pcd(raw)
+    pcd = parse_pcd(raw)
     start = len(raw) - len(memoryview(raw)[raw.find(b"\n", raw.find(b"\nDATA ") + 1) + 1:])
     return raw[: start + len(pcd.data) // 2]
 
@@ -436,20 +440,51 @@ def test_corrupt_input_stops_run(corrupt_root, tmp_path, capsys):
 
 def test_parsers_reject_corrupt_bytes():
     good = next((DATAROOT / "samples" / "RADAR_FRONT").iterdir()).read_bytes()
-    pcd = n2b.parse_pcd(good)
+    pcd = parse_pcd(good)
     assert pcd.point_step == 43 and len(pcd.data) == pcd.width * 43
-    with pytest.raises(n2b.CorruptInputError, match="truncated PCD"):
-        n2b.parse_pcd(_truncated_pcd(good))
-    with pytest.raises(n2b.CorruptInputError, match="not a PCD"):
-        n2b.parse_pcd(b"\x00" * 100)
+    with pytest.raises(PcdTruncatedError, match="truncated PCD"):
+        parse_pcd(_truncated_pcd(good))
+    with pytest.raises(PcdError, match="not a PCD"):
+        parse_pcd(b"\x00" * 100)
+    ts = bm.get_typestore()
+    for bad, reason in ((_truncated_pcd(good), "truncated PCD"), (b"\x00" * 100, "not a PCD")):
+        with pytest.raises(bm.CorruptInputError, match=reason):  # what the converter reports and skips
+            bm.radar_pcd_cdr(ts, 0, "radar_front", bad)
     jpg = next((DATAROOT / "samples" / "CAM_FRONT").iterdir()).read_bytes()
-    assert n2b.jpeg_size(jpg) == (1600, 900)
-    with pytest.raises(n2b.CorruptInputError, match="not a JPEG"):
-        n2b.jpeg_size(b"garbage" * 10)
-    with pytest.raises(n2b.CorruptInputError, match="truncated JPEG"):
-        n2b.jpeg_size(jpg[: len(jpg) // 2])
-    with pytest.raises(n2b.CorruptInputError, match="LiDAR"):
-        n2b.lidar_points(b"\x00" * 21)
+    assert bm.jpeg_size(jpg) == (1600, 900)
+    with pytest.raises(bm.CorruptInputError, match="not a JPEG"):
+        bm.jpeg_size(b"garbage" * 10)
+    with pytest.raises(bm.CorruptInputError, match="truncated JPEG"):
+        bm.jpeg_size(jpg[: len(jpg) // 2])
+    with pytest.raises(bm.CorruptInputError, match="LiDAR"):
+        bm.lidar_points(b"\x00" * 21)
+
+
+def detection_array_msg(ts, stamp_ns: int, boxes: np.ndarray, class_names, ids) -> object:
+    """An independent reference: the ground-truth Detection3DArray built as rosbags message objects
+    (one hypothesis with score 1 and pose = bbox centre, yaw as a quaternion about +z)."""
+    import math
+
+    v, g = "vision_msgs/msg/", "geometry_msgs/msg/"
+    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+
+    def header():
+        return ts.types["std_msgs/msg/Header"](stamp=ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
+                                               frame_id="base_link")
+
+    def pose(b):
+        return ts.types[g + "Pose"](position=ts.types[g + "Point"](x=float(b[0]), y=float(b[1]), z=float(b[2])),
+                                    orientation=ts.types[g + "Quaternion"](x=0.0, y=0.0, z=math.sin(b[6] / 2),
+                                                                           w=math.cos(b[6] / 2)))
+    dets = []
+    for i, b in enumerate(np.asarray(boxes, np.float64).reshape(-1, 9)):
+        hyp = ts.types[v + "ObjectHypothesisWithPose"](
+            hypothesis=ts.types[v + "ObjectHypothesis"](class_id=str(class_names[i]), score=1.0),
+            pose=ts.types[g + "PoseWithCovariance"](pose=pose(b), covariance=np.zeros(36)))
+        bbox = ts.types[v + "BoundingBox3D"](center=pose(b), size=ts.types[g + "Vector3"](
+            x=float(b[3]), y=float(b[4]), z=float(b[5])))
+        dets.append(ts.types[v + "Detection3D"](header=header(), results=[hyp], bbox=bbox, id=str(ids[i])))
+    return ts.types[bm.DETECTIONS_TYPE](header=header(), detections=dets)
 
 
 def test_fast_serialisers_match_rosbags(bag, nusc, scene_records):
@@ -465,33 +500,33 @@ def test_fast_serialisers_match_rosbags(bag, nusc, scene_records):
             raw = path.read_bytes()
             stamp = sd["timestamp"] * 1000
             if ch.startswith("CAM"):
-                fast, size, w, h = n2b.image_file_cdr(ts, stamp, ch.lower(), path)
-                assert bytes(fast) == bytes(ser(n2b.compressed_image_msg(ts, stamp, ch.lower(), raw), n2b.IMAGE_TYPE))
+                fast, size, w, h = bm.image_file_cdr(ts, stamp, ch.lower(), path)
+                assert bytes(fast) == bytes(ser(bm.compressed_image_msg(ts, stamp, ch.lower(), raw), bm.IMAGE_TYPE))
                 assert (size, w, h) == (len(raw), sd["width"], sd["height"])
             elif ch.startswith("RADAR"):
-                fast = n2b.radar_pcd_cdr(ts, stamp, ch.lower(), raw)
-                assert bytes(fast) == bytes(ser(n2b.radar_pointcloud2_msg(ts, stamp, ch.lower(), raw), n2b.POINTS_TYPE))
+                fast = bm.radar_pcd_cdr(ts, stamp, ch.lower(), raw)
+                assert bytes(fast) == bytes(ser(bm.radar_pointcloud2_msg(ts, stamp, ch.lower(), raw), bm.POINTS_TYPE))
             else:
-                fast, _ = n2b.lidar_file_cdr(ts, stamp, ch.lower(), path)
-                assert bytes(fast) == bytes(ser(n2b.lidar_pointcloud2_msg(ts, stamp, ch.lower(), raw), n2b.POINTS_TYPE))
+                fast, _ = bm.lidar_file_cdr(ts, stamp, ch.lower(), path)
+                assert bytes(fast) == bytes(ser(bm.lidar_pointcloud2_msg(ts, stamp, ch.lower(), raw), bm.POINTS_TYPE))
         ref = sample["data"]["CAM_FRONT"]
         stamp = nusc.get("sample_data", ref)["timestamp"] * 1000
-        boxes, names, ids = n2b.sample_ground_truth(nusc, sample["token"], ref)
-        assert n2b.detection_array_cdr(stamp, boxes, names, ids=ids) == \
-            bytes(ser(n2b.detection_array_msg(ts, stamp, boxes, names, ids=ids), n2b.DETECTIONS_TYPE))
-        assert n2b.markers_cdr(ts, stamp, boxes, names) == bytes(ser(n2b.markers_msg(ts, stamp, boxes, names),
-                                                                     n2b.MARKERS_TYPE))
+        boxes, names, ids = bp.sample_ground_truth(nusc, sample["token"], ref)
+        assert detection_array_cdr(stamp, boxes, names, ids=ids) == \
+            bytes(ser(detection_array_msg(ts, stamp, boxes, names, ids), bm.DETECTIONS_TYPE))
+        assert bm.markers_cdr(ts, stamp, boxes, names) == bytes(ser(bm.markers_msg(ts, stamp, boxes, names),
+                                                                     bm.MARKERS_TYPE))
     # /tf and /odom rows, vectorised over all poses, against rosbags for a sample of them
-    plan = n2b.plan_scene(nusc, SCENE, bag["opts"])
-    tf_rows, odom_rows = n2b.pose_messages(ts, plan.pose_stamps, plan.pose_positions, plan.pose_rotations,
+    plan = bp.plan_scene(nusc, SCENE, bag["opts"])
+    tf_rows, odom_rows = bm.pose_messages(ts, plan.pose_stamps, plan.pose_positions, plan.pose_rotations,
                                            plan.pose_linear, plan.pose_angular)
     for i in range(0, len(plan.pose_stamps), 97):
         args = (plan.pose_positions[i], plan.pose_rotations[i])
         stamp = int(plan.pose_stamps[i])
-        assert tf_rows[i].tobytes() == bytes(ser(n2b.tf_msg(ts, [n2b.transform_stamped(
-            ts, stamp, "odom", "base_link", *args)]), n2b.TF_TYPE))
-        assert odom_rows[i].tobytes() == bytes(ser(n2b.odometry_msg(
-            ts, stamp, *args, plan.pose_linear[i], plan.pose_angular[i]), n2b.ODOM_TYPE))
+        assert tf_rows[i].tobytes() == bytes(ser(bm.tf_msg(ts, [bm.transform_stamped(
+            ts, stamp, "odom", "base_link", *args)]), bm.TF_TYPE))
+        assert odom_rows[i].tobytes() == bytes(ser(bm.odometry_msg(
+            ts, stamp, *args, plan.pose_linear[i], plan.pose_angular[i]), bm.ODOM_TYPE))
 
 
 

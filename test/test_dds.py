@@ -31,6 +31,7 @@ COMMON = textwrap.dedent('''
     import rclpy
     from rclpy.qos import QoSProfile, DurabilityPolicy, ReliabilityPolicy, HistoryPolicy
     from imkd_core.frame import Detections
+    from imkd_core.geometry import yaw_to_quat_xyzw
     from imkd_ros import msgs as M
     from sensor_msgs.msg import PointCloud2
     from tf2_msgs.msg import TFMessage
@@ -43,7 +44,7 @@ COMMON = textwrap.dedent('''
 
     def pose(yaw, t):
         T = np.eye(4)
-        T[:3, :3] = M.quaternion_to_matrix(M.yaw_to_quaternion(np.array(yaw)))
+        T[:3, :3] = M.quaternion_to_matrix(yaw_to_quat_xyzw(np.array(yaw)))
         T[:3, 3] = t
         return T
 

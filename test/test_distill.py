@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from imkd_core import distill as kd
 from imkd_core.config import DistillConfig, tiny
+from imkd_core.data.synthetic.frames import synthetic_batch
 from imkd_core.models import Student, Teacher
-from imkd_core.models.synthetic import synthetic_batch
+from imkd_core.models import distill as kd
 
 B, C, H, W = 2, 8, 16, 16
 

@@ -109,7 +109,7 @@ def test_cli_gt_as_predictions(ds, tmp_path: Path) -> None:
     """train/evaluate.py as a user runs it; its last stdout line is the metrics JSON."""
     spec = datasets.get(ds)
     root, version, scenes = spec.root, spec.version, list(spec.eval_scenes)
-    cmd = [sys.executable, str(REPO / "train" / "evaluate.py"), "--dataroot", str(root), "--version", version,
+    cmd = [sys.executable, "-m", "train.evaluate", "--dataroot", str(root), "--version", version,
            "--scenes", *scenes, "--gt-as-predictions", "--out", str(tmp_path / "eval"), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

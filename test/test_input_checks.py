@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from imkd_ros import msgs as M
-from imkd_ros.detector_node import NODE_NAME, PARAM_SPECS, default_params, validate_params
 from imkd_ros.image_header import ImageHeaderError, check_image_size, image_size
 from imkd_ros.param_files import check_args, check_value_against, key_matches, node_fqn
+from imkd_ros.params import PARAM_SPECS, default_params, validate_params
+from imkd_ros.topics import NODE_NAME
 
 CHECK = check_value_against(default_params(), validate_params)
 
@@ -160,7 +161,7 @@ def test_bad_files_are_errors(text: str, error: str, tmp_path: Path) -> None:
 
 
 def test_shipped_params_file_is_clean() -> None:
-    from imkd_ros.detector_node import default_params_file
+    from imkd_ros.params import default_params_file
 
     r = check_args(["x", "--ros-args", "--params-file", str(default_params_file())], NODE_NAME, PARAM_SPECS, CHECK)
     assert r.errors == [] and r.warnings == []

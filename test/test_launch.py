@@ -1,10 +1,10 @@
 """launch/detector.launch.py, config/detector.yaml, README.md and config/imkd.rviz agree with
 the node, without launch/launch_ros (not installable here).
 
-The launch file is checked twice: statically (ast: every name it uses exists: package,
-executable, params file, parameter and topic names) and by running it against minimal
-stand-ins of the launch / launch_ros classes it uses, which record what a real `ros2 launch`
-would be asked to start. The YAML is also loaded by real rclpy for a namespaced node (the way
+The launch file is run against minimal stand-ins of the launch / launch_ros classes it uses:
+once to check its constants (every name it uses exists: package, executable, params file,
+parameter and topic names) and once to record what a real `ros2 launch` would be asked to
+start. The YAML is also loaded by real rclpy for a namespaced node (the way
 the launch file's `namespace` argument starts it).
 """
 
@@ -21,15 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from imkd_ros.detector_node import (
-    NODE_NAME,
+from imkd_ros.diagnostics import BAD_KINDS
+from imkd_ros.params import (
     PARAMS,
-    _with_default_params_file,
     assembler_config,
     default_params,
     default_params_file,
     validate_params,
 )
+from imkd_ros.params import with_default_params_file as _with_default_params_file
+from imkd_ros.topics import NODE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "detector.launch.py"
@@ -56,16 +57,13 @@ def _setup_kwargs() -> dict[str, Any]:
 
 
 def _launch_constants() -> dict[str, Any]:
-    """Module-level constants of the launch file, evaluated from its AST (no import)."""
+    """Module-level names of the launch file, run against the launch stand-ins (its constants
+    come from imkd_ros.topics and imkd_ros.params), and the functions it defines (from its AST)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, mod in _stub_modules().items():
+            mp.setitem(sys.modules, name, mod)
+        consts = runpy.run_path(str(LAUNCH))
     tree = ast.parse(LAUNCH.read_text(), str(LAUNCH))
-    consts: dict[str, Any] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                consts[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(LAUNCH), "eval"),
-                                                  {}, dict(consts))
-            except Exception:  # noqa: BLE001 - non-constant expressions are not needed here
-                pass
     consts["_functions"] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     return consts
 
@@ -292,8 +290,6 @@ def test_docs_list_every_parameter_and_topic() -> None:
         assert f"`{t}`" in text, t
     for t in ("~/detections", "~/markers", "~/timing", "/diagnostics"):
         assert f"`{t}`" in text
-    from imkd_ros.detector_node import BAD_KINDS
-
     for kind in BAD_KINDS:
         assert f"`{kind}`" in text, kind
 

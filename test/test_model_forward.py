@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from imkd_core.config import DistillConfig, paper_r50_256x704, tiny
+from imkd_core.data.synthetic.frames import synthetic_batch
 from imkd_core.frame import CLASSES
 from imkd_core.models import Student, Teacher
-from imkd_core.models.synthetic import synthetic_batch
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,10 @@ import torch
 
 from imkd_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from imkd_core.config import ConfigError, tiny
+from imkd_core.data.synthetic.frames import synthetic_frame
 from imkd_core.frame import Detections
 from imkd_core.models import Teacher
 from imkd_core.models.resnet import ResNet
-from imkd_core.models.synthetic import synthetic_frame
 from imkd_core.predict import Predictor
 
 

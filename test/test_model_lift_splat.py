@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from imkd_core.config import tiny
+from imkd_core.data.synthetic.frames import nuscenes_like_rig
 from imkd_core.models.lift_splat import LiftSplat, bev_pool, pool_indices
-from imkd_core.models.synthetic import nuscenes_like_rig
 from imkd_core.preprocess import default_image_aug, image_aug_matrix
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from imkd_core.config import tiny
+from imkd_core.data.synthetic.frames import synthetic_batch
 from imkd_core.models import Student
 from imkd_core.models.export import export_onnx, graph_inputs, output_names
-from imkd_core.models.synthetic import synthetic_batch
 
 ort = pytest.importorskip("onnxruntime")
 

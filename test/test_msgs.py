@@ -17,6 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from vision_msgs.msg import Detection3DArray, ObjectHypothesis, ObjectHypothesisWithPose
 
 from imkd_core.frame import CLASSES, Detections
+from imkd_core.geometry import quat_xyzw_yaw, yaw_to_quat_xyzw
 from imkd_core.preprocess import scale_intrinsics
 from imkd_core.radar import RADAR_PCD_FIELDS, RADAR_PCD_SIZES, RADAR_PCD_TYPES
 from imkd_ros import msgs as M
@@ -341,15 +342,19 @@ def test_quaternion_matrix_round_trip_including_half_turns() -> None:
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-12)
     assert (q[:, 3] >= 0).all()
     np.testing.assert_allclose(M.quaternion_to_matrix(q), R, atol=1e-12)
-    # closed form: yaw about z
+    # closed form: yaw about z (the yaw helpers themselves: test_geometry.py)
     yaw = np.linspace(-3.1, 3.1, 13)
     Rz = np.zeros((13, 3, 3))
     Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = (
         np.cos(yaw), -np.sin(yaw), np.sin(yaw), np.cos(yaw), 1)
-    np.testing.assert_allclose(M.quaternion_to_matrix(M.yaw_to_quaternion(yaw)), Rz, atol=1e-12)
-    np.testing.assert_allclose(M.quaternion_to_yaw(M.matrix_to_quaternion(Rz)), yaw, atol=1e-12)
+    np.testing.assert_allclose(M.quaternion_to_matrix(yaw_to_quat_xyzw(yaw)), Rz, atol=1e-12)
+    np.testing.assert_allclose(quat_xyzw_yaw(M.matrix_to_quaternion(Rz)), yaw, atol=1e-12)
     with pytest.raises(MessageError, match="zero"):
         M.quaternion_to_matrix(np.zeros(4))
+    with pytest.raises(MessageError, match="4 components"):
+        M.quaternion_to_matrix(np.zeros(3))
+    with pytest.raises(MessageError, match=r"\(\.\.\., 3, 3\)"):
+        M.matrix_to_quaternion(np.eye(4))
 
 
 def test_transform_stamped_and_tf_message_round_trip() -> None:

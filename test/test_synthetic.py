@@ -331,7 +331,8 @@ def test_camera_boxes_change_pixels(nusc: NuScenes, dataset: tuple[Path, dict]) 
 
 def test_painter_order_handles_long_boxes() -> None:
     """A pedestrian behind a long trailer is drawn before it although its centre is nearer."""
-    from imkd_core.data.synthetic import _UNIT_CORNERS, _painter_rank
+    from imkd_core.data.synthetic.appearance import _UNIT_CORNERS
+    from imkd_core.data.synthetic.camera import _painter_rank
 
     centres = np.array([[6.0, -4.25, 1.9], [0.0, -6.5, 0.9]])  # trailer, pedestrian right behind it
     sizes = np.array([[16.0, 2.5, 3.8], [0.7, 0.7, 1.8]])  # camera at (0, 0, 1.5) looking at -y
@@ -375,7 +376,7 @@ def test_config_errors_and_existing_output(tmp_path: Path, dataset: tuple[Path, 
 
 def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) -> None:
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, str(repo_root / "train" / "make_synthetic.py"), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "train.make_synthetic", "--out", str(out),
                            "--scenes", "1", "--samples-per-scene", "2", "--image-size", "96x54", "--jobs", "1"],
                           capture_output=True, text=True, timeout=300, cwd=repo_root)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -384,7 +385,7 @@ def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) 
     assert out.is_dir() and not (tmp_path / "cli.partial").exists()
     nusc = NuScenes("v1.0-synth", str(out), verbose=False)
     assert len(nusc.sample) == 2
-    proc = subprocess.run([sys.executable, str(repo_root / "train" / "make_synthetic.py"), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "train.make_synthetic", "--out", str(out)],
                           capture_output=True, text=True, timeout=60, cwd=repo_root)
     assert proc.returncode == 2 and "exists" in proc.stderr
 
@@ -392,7 +393,7 @@ def test_cli_writes_atomically_and_prints_json(tmp_path: Path, repo_root: Path) 
 def test_vehicles_have_a_front_and_a_back_in_lidar() -> None:
     """Orientation is learnable from LiDAR: returns on a vehicle's back (plate, reflectors) are
     brighter than on its front (windscreen, grille); a box with equal ends would leave 180 deg open."""
-    from imkd_core.data.synthetic import _sensor_to_ego
+    from imkd_core.data.synthetic.config import _sensor_to_ego
 
     world = SceneWorld(SyntheticConfig(scenes=2, samples_per_scene=4, seed=3, sweeps=False), 0)
     front, back = [], []

@@ -13,10 +13,6 @@ from imkd_ros.tf_buffer import (
     TfBuffer,
     TransformError,
     UnknownFrameError,
-    invert_transform,
-    matrix_from_quaternion,
-    quaternion_from_matrix,
-    slerp,
 )
 
 MS = 1_000_000
@@ -60,48 +56,6 @@ def feed_ego(tf: TfBuffer, t0: int, t1: int, period: int, parent: str = "odom", 
 def sagitta(period_ns: int) -> float:
     """Max distance between the arc and its chord over one sample period (lerp error bound)."""
     return V / W * (1 - np.cos(W * period_ns / S / 2))
-
-
-# ----------------------------------------------------------------------------- maths helpers
-def test_quaternion_round_trip_including_half_turns():
-    rng = np.random.default_rng(0)
-    mats = [random_pose(rng)[:3, :3] for _ in range(200)]
-    # trace < 0 branches: rotations by ~pi about each axis and about a diagonal
-    mats += [rot(ax, np.pi - 1e-3) for ax in np.eye(3)] + [rot((1, 1, 0), np.pi), rot((0, 1, 1), np.pi)]
-    for R in mats:
-        q = quaternion_from_matrix(R)
-        assert abs(np.linalg.norm(q) - 1) < 1e-12
-        np.testing.assert_allclose(matrix_from_quaternion(q), R, atol=1e-12)
-
-
-def test_slerp_matches_constant_angular_velocity():
-    rng = np.random.default_rng(1)
-    for _ in range(50):
-        axis = rng.normal(size=3)
-        a0, a1 = rng.uniform(-3, 3, size=2)
-        q0 = quaternion_from_matrix(rot(axis, a0))
-        q1 = quaternion_from_matrix(rot(axis, a1))
-        alpha = rng.uniform(0, 1, size=7)
-        got = matrix_from_quaternion(slerp(np.broadcast_to(q0, (7, 4)), np.broadcast_to(q1, (7, 4)), alpha))
-        # about one axis, the shortest arc between a0 and a1 (wrapped to (-pi, pi])
-        d = (a1 - a0 + np.pi) % (2 * np.pi) - np.pi
-        for k in range(7):
-            np.testing.assert_allclose(got[k], rot(axis, a0 + alpha[k] * d), atol=1e-9)
-
-
-def test_slerp_short_arc_and_degenerate_cases():
-    q = quaternion_from_matrix(rot((0, 0, 1), 0.3))
-    # -q is the same rotation: interpolating to it must stay at that rotation
-    np.testing.assert_allclose(matrix_from_quaternion(slerp(q, -q, 0.5)), rot((0, 0, 1), 0.3), atol=1e-12)
-    np.testing.assert_allclose(matrix_from_quaternion(slerp(q, q, 0.25)), rot((0, 0, 1), 0.3), atol=1e-12)
-    q2 = quaternion_from_matrix(rot((0, 0, 1), 0.3 + 1e-10))
-    assert np.isfinite(slerp(q, q2, 0.5)).all()
-
-
-def test_invert_transform_batched():
-    rng = np.random.default_rng(2)
-    Ts = np.stack([random_pose(rng) for _ in range(5)])
-    np.testing.assert_allclose(invert_transform(Ts) @ Ts, np.broadcast_to(np.eye(4), (5, 4, 4)), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- chains

@@ -349,7 +349,7 @@ def test_resume_auto_and_forced_fresh_start(base_run: tuple[Path, list[str]], tm
     shutil.copytree(src, out)
     (out / "last.pt").unlink()
     (out / "log.jsonl").write_text(json.dumps({"type": "train", "step": 99}) + "\n")  # the earlier run's
-    proc = subprocess.run([sys.executable, str(REPO / "train" / "train.py"), *args, "--out", str(out), "--force"],
+    proc = subprocess.run([sys.executable, "-m", "train.train", *args, "--out", str(out), "--force"],
                           cwd=REPO, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -382,7 +382,7 @@ def test_resume_refuses_changed_optimisation_flags(flag: str, base_run: tuple[Pa
 
 
 def test_resume_force_applies_and_records(base_run: tuple[Path, list[str]], tmp_path: Path) -> None:
-    from train.train import lr_factor
+    from train.loop import lr_factor
 
     src, args = base_run
     out = tmp_path / "run"
@@ -529,14 +529,14 @@ def test_tool_process_prints_one_line(case: str, data: Path, ckpts: dict[str, Pa
                                       tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("x")
     cmd, prog, words = {
-        "train_device": (["train/train.py", "--model", "teacher", "--config", micro_yaml, "--dataroot", data,
+        "train_device": (["-m", "train.train", "--model", "teacher", "--config", micro_yaml, "--dataroot", data,
                           "--version", VERSION, "--train-scenes", "all", "--device", "tpu", "--out", tmp_path / "r"],
                          "train.py", "--device tpu: unknown device"),
-        "slim_missing": (["train/train.py", "--slim", ckpts["missing"], tmp_path / "s.pt"], "train.py",
+        "slim_missing": (["-m", "train.train", "--slim", ckpts["missing"], tmp_path / "s.pt"], "train.py",
                          f"checkpoint not found: {ckpts['missing']}"),
-        "evaluate_junk": (["train/evaluate.py", "--dataroot", data, "--version", VERSION, "--checkpoint",
+        "evaluate_junk": (["-m", "train.evaluate", "--dataroot", data, "--version", VERSION, "--checkpoint",
                            ckpts["junk"], "--out", tmp_path / "e"], "evaluate.py", f"checkpoint {ckpts['junk']} is"),
-        "export_nan": (["train/export.py", "--checkpoint", ckpts["nan"], "--out", tmp_path / "x"], "export.py",
+        "export_nan": (["-m", "train.export", "--checkpoint", ckpts["nan"], "--out", tmp_path / "x"], "export.py",
                        "holds 3 NaN"),
         "convert_out": (["-m", "imkd_ros.nuscenes_to_bag", "--dataroot", data, "--version", VERSION, "--out",
                          tmp_path / "a_file" / "o"], "imkd-nuscenes-to-bag", "is not a writable folder"),

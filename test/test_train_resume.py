@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from test.train_support import (
+    REPO,
     TRAIN,
     VERSION,
     micro_config_yaml,
@@ -63,8 +64,8 @@ def _train_records(run: Path) -> dict[int, dict]:
 
 def _kill_after_step(args: list[str], run: Path, k: int, timeout: float = 180) -> int:
     """Start train.py, SIGKILL it as soon as its log shows step >= k; return the last step logged."""
-    cmd = [sys.executable, str(TRAIN), *map(str, args)]
-    proc = subprocess.Popen(cmd, cwd=Path(TRAIN).parents[1], env=train_env(), stdout=subprocess.DEVNULL,
+    cmd = [sys.executable, *TRAIN, *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=train_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     log = run / "log.jsonl"
     deadline = time.monotonic() + timeout
@@ -131,11 +132,13 @@ def test_completed_run_resumes_as_a_no_op(tmp_path: Path, common_args: list[str]
     """--resume on a finished run does no step and keeps its metrics; without --resume an existing
     run dir is refused; a slim inference checkpoint of it loads in the Predictor."""
     from imkd_core.checkpoint import load_checkpoint
+    from imkd_core.data.synthetic.frames import synthetic_frame
     from imkd_core.evaluate import detections_to_results
-    from imkd_core.models.synthetic import synthetic_frame
     from imkd_core.predict import Predictor
-    from train.train import build_readers, predict_dataset, slim_checkpoint
+    from train.checkpoints import slim_checkpoint
+    from train.data import build_readers
     from train.train import main as train_main
+    from train.validation import predict_dataset
 
     full, ref = reference_run
     run = tmp_path / "run"
@@ -179,7 +182,7 @@ def test_param_groups_train_inherited_layers_slower() -> None:
     not at all; every other trainable parameter sits in exactly one group at the full lr."""
     from imkd_core.config import tiny
     from imkd_core.models import Student, Teacher
-    from train.train import param_groups
+    from train.loop import param_groups
 
     cfg = tiny()
     torch.manual_seed(0)

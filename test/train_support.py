@@ -1,6 +1,6 @@
 """Shared helpers of the training tests (not a test module): a micro model config, a tiny synthetic
 nuScenes-format dataset generated once per pytest session, a random teacher checkpoint, and a
-runner for train/train.py subprocesses."""
+runner for `python -m train.train` subprocesses."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "train" / "train.py"
+TRAIN = ["-m", "train.train"]  # the training CLI, run from REPO
 VERSION = "v1.0-synth"
 
 
@@ -83,9 +83,9 @@ def train_env(threads: int = 1) -> dict[str, str]:
 
 
 def run_train(args: list[str], timeout: float = 240, launcher: list[str] | None = None) -> dict:
-    """Run train/train.py (optionally under a launcher such as torchrun) and return the summary JSON
+    """Run `python -m train.train` (optionally under a launcher such as torchrun) and return the summary JSON
     of its last stdout line; fails the test with the output on a non-zero exit."""
-    cmd = (launcher or [sys.executable]) + [str(TRAIN)] + [str(a) for a in args]
+    cmd = (launcher or [sys.executable]) + TRAIN + [str(a) for a in args]
     proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (f"{' '.join(cmd)}\nexit {proc.returncode}\n"
                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

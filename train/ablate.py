@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The IMKD distillation ablation: arms x paired seeds, with 95 % intervals.
 
-    python train/ablate.py --dataroot /tmp/imkd_bench --version v1.0-synth --config tiny \
+    python -m train.ablate --dataroot /tmp/imkd_bench --version v1.0-synth --config tiny \
         --set data.lidar_sweeps=10 --seeds 0,1,2 --teacher-steps 1000 --steps 600 --batch-size 4 \
         --time-budget-min 15 --total-budget-min 150 --probes --out runs/ablation --git-commit
 
@@ -11,7 +11,7 @@ response, no init); `init` (the teacher initialisation of the BEV encoder and he
 `full_init` (full + init); `nokd_nodepth` / `full_init_nodepth`, that pair without BEVDepth's
 LiDAR depth supervision (part of what LiDAR teaches is in every other row). Arms of one seed
 share initialisation and data order (train.py --seed), so arm - baseline differences are paired
-per seed. Every run is `train/train.py` in a subprocess
+per seed. Every run is `python -m train.train` in a subprocess
 (the exact command is recorded), validated with the devkit at its end; its predictions are then
 scored once more:
 AP at each distance threshold, AP by ego-distance band, and the metrics of each val scene (for
@@ -47,16 +47,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from imkd_core.atomic import atomic_write_text  # noqa: E402
-from imkd_core.errors import cli_main  # noqa: E402
-from train import ablation_stats as st  # noqa: E402
+from imkd_core.atomic import atomic_write_text
+from imkd_core.errors import cli_main
+from train import ablation_stats as st
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "train" / "train.py"
-PROBES = REPO / "train" / "probes.py"
+TRAIN = "train.train"  # run as `python -m` from REPO
+PROBES = "train.probes"
 METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 AP_THR = tuple(f"AP@{t:.1f}" for t in st.DIST_THRESHOLDS)
 RANGE_KEYS = tuple(st.range_key(b) for b in st.RANGE_BANDS)
@@ -154,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def this_command(argv: list[str] | None) -> str:
     argv = sys.argv[1:] if argv is None else argv
-    return "python train/ablate.py " + " ".join(shlex.quote(a) for a in argv)
+    return "python -m train.ablate " + " ".join(shlex.quote(a) for a in argv)
 
 
 def run_dir(args: argparse.Namespace, name: str, seed: int) -> Path:
@@ -165,7 +162,7 @@ def run_command(args: argparse.Namespace, name: str, seed: int, teacher_ckpt: Pa
     model, kd, arm_sets = ARMS[name]
     steps = args.teacher_steps if (model == "teacher" and args.teacher_steps) else args.steps
     lr = args.teacher_lr if (model == "teacher" and args.teacher_lr is not None) else args.lr
-    cmd = [sys.executable, str(TRAIN), "--model", model, "--config", args.config, "--dataroot", args.dataroot,
+    cmd = [sys.executable, "-m", TRAIN, "--model", model, "--config", args.config, "--dataroot", args.dataroot,
            "--version", args.version, "--train-scenes", *args.train_scenes, "--val-scenes", *args.val_scenes,
            "--max-steps", str(steps), "--batch-size", str(args.batch_size), "--seed", str(seed),
            "--num-workers", str(args.num_workers), "--val-every", "0", "--device", args.device,
@@ -192,7 +189,7 @@ def run_command(args: argparse.Namespace, name: str, seed: int, teacher_ckpt: Pa
 
 def _display(cmd: list[str]) -> str:
     """The command as one would type it from the repository root."""
-    parts = ["python", os.path.relpath(cmd[1], REPO)] + cmd[2:]
+    parts = ["python", *cmd[1:]]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -300,7 +297,7 @@ def run_probes(args: argparse.Namespace, rdir: Path, teacher_ckpt: Path) -> dict
     if cached:
         return cached
     ckpt = rdir / "last.pt"
-    cmd = [sys.executable, str(PROBES), "--checkpoint", str(ckpt), "--teacher", str(teacher_ckpt),
+    cmd = [sys.executable, "-m", PROBES, "--checkpoint", str(ckpt), "--teacher", str(teacher_ckpt),
            "--dataroot", args.dataroot, "--version", args.version, "--val-scenes", *args.val_scenes,
            "--out", str(rdir / "probes.json"), "--device", args.device]
     if args.probe_limit:
@@ -371,7 +368,7 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
     atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
 
     lines = [f"# {args.title}", "",
-             "Produced by `train/ablate.py` (every row is one `train/train.py` run; the exact commands are in "
+             "Produced by `train/ablate.py` (every row is one `python -m train.train` run; the exact commands are in "
              f"{os.path.basename(args.json)}). Metrics: nuScenes devkit (`imkd_core.evaluate`, "
              "detection_cvpr_2019) on the validation scenes at the end of each run; NDS and mAP average over "
              "all 10 classes, as the devkit does.", "", "Command:", "", "    " + command, "",
@@ -492,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name == "teacher" and args.probes and "weight_coverage" not in meta:
             cov = _load_json(rdir / "weight_coverage.json")
             if cov is None:
-                cmd_c = [sys.executable, str(PROBES), "--coverage-only", "--teacher", str(teacher_ckpt),
+                cmd_c = [sys.executable, "-m", PROBES, "--coverage-only", "--teacher", str(teacher_ckpt),
                          "--dataroot", args.dataroot, "--version", args.version, "--val-scenes",
                          *args.val_scenes, "--out", str(rdir / "weight_coverage.json"), "--device", args.device]
                 if args.probe_limit:

@@ -3,7 +3,7 @@
 every step, its outputs written to the teacher-output cache, and read back from it; the no-KD
 student (no teacher at all) as the floor.
 
-    python train/bench_ablation_step.py --dataroot /tmp/imkd_bench --teacher runs/ablation/teacher/best.pt \
+    python -m train.bench_ablation_step --dataroot /tmp/imkd_bench --teacher runs/ablation/teacher/best.pt \
         [--steps 20] [--batch-size 4] [--set data.lidar_sweeps=10] [--kd l1,l2,l3,resp]
 
 Every variant is a real train.py run (same seed, so the same batches; no validation); the step
@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from imkd_core.errors import cli_main  # noqa: E402
+from imkd_core.errors import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="imkd-bench-step-"))
     cache = tmp / "cache"
-    base = [sys.executable, str(REPO / "train" / "train.py"), "--model", "student", "--config", args.config,
+    base = [sys.executable, "-m", "train.train", "--model", "student", "--config", args.config,
             "--dataroot", args.dataroot, "--version", args.version, "--train-scenes", *args.train_scenes,
             "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", "0",
             "--num-workers", str(args.num_workers), "--no-progress"]

@@ -9,7 +9,7 @@ Measured in one run, on the same scenes and the same storage:
 The ratio converter/raw is the converter's efficiency (target >= 0.5). Best of --repeat runs.
 Also the wall time to convert the whole real subset (../shared/nuscenes), table loading included.
 
-    python train/bench_converter.py [--dataroot DIR --version V] [--storage mcap|sqlite3]
+    python -m train.bench_converter [--dataroot DIR --version V] [--storage mcap|sqlite3]
 
 Prints a table and, as its last line, one JSON object.
 """
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from imkd_ros import nuscenes_to_bag as n2b
+from imkd_ros.bag_plan import EVENT_SENSOR, _category_map
 
-from imkd_ros import nuscenes_to_bag as n2b  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 REAL_DATAROOT = REPO.parent / "shared" / "nuscenes"
 TARGET_RATIO = 0.5
@@ -75,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     payloads: dict[str, list[tuple[int, bytes]]] = {}
     for scene in scenes:
         plan = n2b.plan_scene(nusc, scene, opts)
-        payloads[scene] = [(e.stamp, e.ref[2].read_bytes()) for e in plan.events if e.kind == n2b._SENSOR]
+        payloads[scene] = [(e.stamp, e.ref[2].read_bytes()) for e in plan.events if e.kind == EVENT_SENSOR]
     input_bytes = sum(len(b) for v in payloads.values() for _, b in v)
     n_files = sum(len(v) for v in payloads.values())
     n2b.get_typestore(args.distro)
-    n2b._category_map()  # devkit import outside the timings
+    _category_map()  # devkit import outside the timings
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_converter_", dir=args.tmp))
     try:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The GPU check, prepared to run as is on a CUDA machine (`make bench-gpu`, < 8 minutes):
 
-    python train/bench_gpu.py [--config paper_r50_256x704] [--iters 50] [--budget-s 450]
-    python train/bench_gpu.py --device cpu --config tiny --iters 2 --warmup 0 --node-frames 2 \
+    python -m train.bench_gpu [--config paper_r50_256x704] [--iters 50] [--budget-s 450]
+    python -m train.bench_gpu --device cpu --config tiny --iters 2 --warmup 0 --node-frames 2 \
         --node-hw 198 352 --train-batch 1 --train-iters 1     # dry run on CPU (the tests use a micro config)
 
 Three sections, each printed as a table; the LAST line printed is one JSON object with all of them:
@@ -26,23 +26,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import sys
 import time
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from imkd_core.backends import AMP_DTYPES, BACKENDS, PRECISIONS, unsupported  # noqa: E402
-from imkd_core.config import get_config  # noqa: E402
-from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
-from imkd_core.models.synthetic import synthetic_batch, synthetic_frame  # noqa: E402
-from train.bench_model import _timed, backend_names, print_backends, time_backends  # noqa: E402
+from imkd_core.backends import AMP_DTYPES, BACKENDS, PRECISIONS, unsupported
+from imkd_core.config import get_config
+from imkd_core.data.synthetic.frames import synthetic_batch, synthetic_frame
+from imkd_core.models.detector import Student, Teacher, batch_to
+from train.bench_model import _timed, backend_names, print_backends, time_backends
 
 TARGET_MS = 25.0  # paper config, whole model, fp16, batch 1
 

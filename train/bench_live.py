@@ -2,7 +2,7 @@
 """The detector node under a live sensor stream: messages at their recorded (or rig) rate, not
 lock-step, measured against the Predictor alone on the same frames in the same run.
 
-    python train/bench_live.py [--dataroot ../shared/nuscenes --version v1.0-mini --scene scene-0916]
+    python -m train.bench_live [--dataroot ../shared/nuscenes --version v1.0-mini --scene scene-0916]
                                [--modes clock,wall,burst_12hz,burst_24hz] [--burst-seconds 4]
                                [--bag-seconds 0] [--checkpoint student.pt | --config tiny]
 
@@ -50,13 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000

@@ -2,7 +2,7 @@
 """Per-module latency of the IMKD student, parameter count, the cached vs uncached BEV pool, and
 every inference backend side by side.
 
-    python train/bench_model.py --config tiny|paper_r50_256x704 [--device cpu|cuda] [--fp16]
+    python -m train.bench_model --config tiny|paper_r50_256x704 [--device cpu|cuda] [--fp16]
                                 [--iters N] [--threads T] [--train-step] [--clock wall|process]
                                 [--backends all|none|torch_fp32,onnxruntime_fp32,...]
 
@@ -30,22 +30,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import sys
 import time
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from imkd_core.backends import BACKENDS, PRECISIONS, detection_parity, make_backend, unsupported  # noqa: E402
-from imkd_core.config import get_config  # noqa: E402
-from imkd_core.frame import Detections  # noqa: E402
-from imkd_core.models.detector import Student, Teacher, batch_to  # noqa: E402
-from imkd_core.models.synthetic import synthetic_batch  # noqa: E402
+from imkd_core.backends import BACKENDS, PRECISIONS, detection_parity, make_backend, unsupported
+from imkd_core.config import get_config
+from imkd_core.data.synthetic.frames import synthetic_batch
+from imkd_core.frame import Detections
+from imkd_core.models.detector import Student, Teacher, batch_to
 
 STAGES = ("backbone", "depth", "bev_pool", "radar", "fusion", "bev_encoder", "head", "decode")
 

@@ -2,7 +2,7 @@
 """End-to-end latency of the detector node over DDS against the Predictor alone, and the cost of
 turning messages into a SensorFrame.
 
-    python train/bench_node.py [--dataroot ../shared/nuscenes --version v1.0-mini] [--frames 20]
+    python -m train.bench_node [--dataroot ../shared/nuscenes --version v1.0-mini] [--frames 20]
                                [--checkpoint student.pt | --config tiny] [--device auto]
 
 The node runs in its own process (imkd-detector, config/detector.yaml + the harness overrides of
@@ -41,14 +41,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 # an isolated ROS graph for this run (set before rclpy loads), unless the caller chose one
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 

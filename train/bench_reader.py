@@ -2,7 +2,7 @@
 """Reader throughput: nuScenes samples -> SensorFrame (+ GroundTruth) per second, image decode
 included, at full JPEG scale and at the DCT reduction the model input allows, side by side.
 
-    python train/bench_reader.py [--dataroot ../shared/nuscenes --version v1.0-mini] [--config tiny]
+    python -m train.bench_reader [--dataroot ../shared/nuscenes --version v1.0-mini] [--config tiny]
 
 Without the real subset it generates a small synthetic dataset. Every mode reads the same
 samples (one warm-up pass first, so the devkit tables and the page cache are warm for all);
@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from imkd_core.config import get_config  # noqa: E402
-from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes  # noqa: E402
-from imkd_core.errors import cli_main  # noqa: E402
-from imkd_core.preprocess import jpeg_reduction  # noqa: E402
+from imkd_core.config import get_config
+from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
+from imkd_core.errors import cli_main
+from imkd_core.preprocess import jpeg_reduction
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "nuscenes"
 

@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from imkd_core.data.nuscenes import NuScenesReader  # noqa: E402
-from imkd_core.device import resolve_device  # noqa: E402
-from imkd_core.errors import cli_main, writable_dir  # noqa: E402
-from imkd_core.evaluate import detections_to_results, evaluate, format_metrics, gt_as_predictions  # noqa: E402
+from imkd_core.data.nuscenes import NuScenesReader
+from imkd_core.device import resolve_device
+from imkd_core.errors import cli_main, writable_dir
+from imkd_core.evaluate import detections_to_results, evaluate, format_metrics, gt_as_predictions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

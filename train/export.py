@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Export the IMKD student to TorchScript and ONNX, with a parity check against PyTorch.
 
-    python train/export.py --checkpoint runs/student/best.pt --out export/ \
+    python -m train.export --checkpoint runs/student/best.pt --out export/ \
         [--dataroot /tmp/synth_default --version v1.0-synth --scene synth-val-0008 --index 0] \
         [--opset 18] [--no-onnx] [--no-torchscript]
-    python train/export.py --config tiny --out export/          # random weights (pipeline check)
+    python -m train.export --config tiny --out export/          # random weights (pipeline check)
 
 What is exported: the model library's inference graph `imkd_core.models.export.StudentGraph`
 (the Student from preprocessed tensors to the raw head outputs: per task group heatmap logits
@@ -42,27 +42,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from imkd_core.atomic import atomic_path, atomic_write_bytes, atomic_write_json  # noqa: E402
-from imkd_core.checkpoint import CheckpointError, load_checkpoint, load_weights  # noqa: E402
-from imkd_core.config import IMKDConfig, get_config  # noqa: E402
-from imkd_core.errors import cli_main, writable_dir  # noqa: E402
-from imkd_core.models import export as model_export  # noqa: E402
-from imkd_core.models.detector import Student  # noqa: E402
-from imkd_core.models.export import INPUTS, StudentGraph, graph_inputs, output_names  # noqa: E402
-from imkd_core.preprocess import collate, frame_to_inputs  # noqa: E402
+from imkd_core.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from imkd_core.checkpoint import CheckpointError, load_checkpoint, load_weights
+from imkd_core.config import IMKDConfig, get_config
+from imkd_core.errors import cli_main, writable_dir
+from imkd_core.models import export as model_export
+from imkd_core.models.detector import Student
+from imkd_core.models.export import INPUTS, StudentGraph, graph_inputs, output_names
+from imkd_core.preprocess import collate, frame_to_inputs
 
 INPUT_NAMES = tuple(INPUTS)
 GRAPH_TOL = 1e-5  # StudentGraph vs Student.forward: float32 summation order of the BEV pool only
@@ -111,7 +106,7 @@ def real_frames(args: argparse.Namespace, cfg: IMKDConfig, n: int = 2) -> tuple[
         idx = [min(args.index + k * 3, len(reader) - 1) for k in range(n)]
         tokens = [reader.sample_tokens[i] for i in idx]
         return [reader[i][0] for i in idx], f"{args.dataroot} {args.version} samples {tokens}"
-    from imkd_core.models.synthetic import synthetic_frame
+    from imkd_core.data.synthetic.frames import synthetic_frame
 
     # the second frame has another source image size, a missing camera (so another set of pool
     # indices) and another radar count
@@ -122,7 +117,8 @@ def real_frames(args: argparse.Namespace, cfg: IMKDConfig, n: int = 2) -> tuple[
         if k % 2 == 1:
             frame.camera_mask[3] = False
         frames.append(frame)
-    return frames, f"synthetic frames (imkd_core.models.synthetic, seeds {[args.index + 17 * k for k in range(n)]})"
+    seeds = [args.index + 17 * k for k in range(n)]
+    return frames, f"synthetic frames (imkd_core.data.synthetic.frames, seeds {seeds})"
 
 
 def frame_batch(frame: Any, cfg: IMKDConfig) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Gradient norm of each loss term (det, L1, L2, resp, L3) on a student's parameters.
 
-    python train/kd_gradients.py --dataroot D --version V --train-scenes 'synth-train-*' \
+    python -m train.kd_gradients --dataroot D --version V --train-scenes 'synth-train-*' \
         --teacher runs/ablation/teacher/best.pt [--student runs/ablation/student_nokd/last.pt] [--batches 3]
 
 How the distillation weights in imkd_core/config.py (DistillConfig) were chosen: a KD term whose
@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import types
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from imkd_core.checkpoint import load_checkpoint  # noqa: E402
-from imkd_core.config import get_config  # noqa: E402
-from imkd_core.errors import cli_main  # noqa: E402
-from imkd_core.models.detector import Student  # noqa: E402
-from imkd_core.preprocess import collate  # noqa: E402
-from train import train as T  # noqa: E402
+from imkd_core.checkpoint import load_checkpoint
+from imkd_core.config import get_config
+from imkd_core.errors import cli_main
+from imkd_core.models.detector import Student
+from imkd_core.preprocess import collate
+from train.checkpoints import load_teacher
+from train.data import build_readers, make_dataset
 
 TERMS = ("det", "l1", "l2", "resp", "l3")
 
@@ -68,11 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = get_config(args.config)  # every distillation term on, as in the config's DistillConfig
     ns = types.SimpleNamespace(dataroot=args.dataroot, version=args.version, train_scenes=args.train_scenes,
                                val_scenes=[], model="student")
-    reader, _ = T.build_readers(ns, cfg)
-    ds = T.make_dataset(reader, cfg, train=True, seed=args.seed)
+    reader, _ = build_readers(ns, cfg)
+    ds = make_dataset(reader, cfg, train=True, seed=args.seed)
     step = max(1, len(ds) // args.batches)
     batches = [collate([ds[(j * step + i) % len(ds)] for i in range(args.batch_size)]) for j in range(args.batches)]
-    teacher = T.load_teacher(args.teacher, cfg, torch.device("cpu"))
+    teacher = load_teacher(args.teacher, cfg, torch.device("cpu"))
     result = {}
     for name, ckpt in (("init", None), ("student", args.student)):
         if name == "student" and ckpt is None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate a synthetic nuScenes-format dataset (6 cameras, 5 radars, LiDAR, 10 classes).
 
-    python train/make_synthetic.py --out data_synth --scenes 10 --samples-per-scene 40 --seed 0 \
+    python -m train.make_synthetic --out data_synth --scenes 10 --samples-per-scene 40 --seed 0 \
         [--image-size 704x396] [--jobs 2] [--version v1.0-synth] [--no-sweeps] [--overwrite]
-    python train/make_synthetic.py --out /tmp/imkd_bench --preset bench   # the ablation benchmark
+    python -m train.make_synthetic --out /tmp/imkd_bench --preset bench   # the ablation benchmark
 
 --preset NAME takes scenes, samples per scene, seed and val fraction from the named world
 (imkd_core.data.synthetic.PRESETS; `bench`: 36 scenes x 20 samples, 12 val scenes = 240 val
@@ -25,13 +25,10 @@ import shutil
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from imkd_core.data.synthetic import PRESETS, SyntheticConfig, generate, parse_image_size  # noqa: E402
-from imkd_core.errors import cli_main  # noqa: E402
+from imkd_core.data.synthetic import PRESETS, SyntheticConfig, generate, parse_image_size
+from imkd_core.errors import cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

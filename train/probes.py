@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Probes of a trained student (and the distillation weight maps) on the validation scenes.
 
-    python train/probes.py --checkpoint runs/ablation/seed0/full/last.pt \
+    python -m train.probes --checkpoint runs/ablation/seed0/full/last.pt \
         --teacher runs/ablation/teacher/best.pt --dataroot /tmp/imkd_bench --version v1.0-synth \
         --val-scenes 'synth-val-*' --out probes.json [--limit N]
-    python train/probes.py --coverage-only --teacher T.pt --dataroot ... --out coverage.json
+    python -m train.probes --coverage-only --teacher T.pt --dataroot ... --out coverage.json
 
 What each part of the student does, measured by taking it away at evaluation time:
 - `NDS` / `radar_zeroed_NDS`: devkit NDS as trained / with every radar point masked out;
@@ -25,19 +25,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from imkd_core.atomic import atomic_write_text  # noqa: E402
-from imkd_core.errors import cli_main  # noqa: E402
+from imkd_core.atomic import atomic_write_text
+from imkd_core.errors import cli_main
 
 Batch = dict[str, torch.Tensor]
 
@@ -78,7 +74,7 @@ def load_student(path: str, device: torch.device):
 def val_reader(args: argparse.Namespace, cfg: Any):
     from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
     from imkd_core.preprocess import jpeg_reduction
-    from train.train import source_image_hw
+    from train.data import source_image_hw
 
     nusc = load_nuscenes(args.dataroot, args.version)
     return NuScenesReader(args.dataroot, args.version, scenes=args.val_scenes, load_lidar=True,
@@ -108,7 +104,7 @@ def constant_intensity(model: Any):
 def nds_with(model: Any, reader: Any, cfg: Any, device: torch.device, out_dir: Path, limit: int,
              transform: Callable[[Batch], Batch] | None = None) -> dict[str, float]:
     from imkd_core.evaluate import evaluate
-    from train.train import predict_dataset
+    from train.validation import predict_dataset
 
     results, tokens = predict_dataset(model, reader, cfg, device, limit=limit, transform=transform)
     with contextlib.redirect_stdout(sys.stderr):
@@ -120,7 +116,7 @@ def _batches(reader: Any, cfg: Any, limit: int):
     from torch.utils.data import DataLoader, Subset
 
     from imkd_core.preprocess import collate
-    from train.train import make_dataset
+    from train.data import make_dataset
 
     ds = make_dataset(reader, cfg, train=False, seed=0)
     n = len(ds) if not limit else min(limit, len(ds))
@@ -168,7 +164,7 @@ def box_mask(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, grid: Any) -> torc
 def weight_coverage(teacher: Any, student: Any | None, reader: Any, cfg: Any, device: torch.device,
                     limit: int) -> dict[str, dict[str, float]]:
     """Per weight map: fraction of cells with weight, fraction of the weight on GT boxes / radar cells."""
-    from imkd_core import distill as kd
+    from imkd_core.models import distill as kd
     from imkd_core.models.detector import batch_to
     from imkd_core.models.head import build_targets
     from imkd_core.models.ops import scatter_sum
@@ -215,7 +211,7 @@ def weight_coverage(teacher: Any, student: Any | None, reader: Any, cfg: Any, de
 @cli_main(prog="probes.py")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from imkd_core.device import resolve_device
-    from train.train import load_teacher
+    from train.checkpoints import load_teacher
 
     args = parse_args(argv)
     device = resolve_device(args.device)

@@ -2,7 +2,7 @@
 
 Works on any version folder in the devkit layout (v1.0-mini, v1.0-trainval, a synthetic v1.0-synth)
 and on explicit scene lists, so training and evaluation never depend on the devkit's hard-coded
-split names. Everything is expressed in the reference frame of DESIGN.md: base_link at the
+split names. Everything is expressed in the reference frame of docs/design.md: base_link at the
 CAM_FRONT keyframe stamp. Sensor data of other stamps (other cameras, radar and LiDAR sweeps) is
 motion-compensated sensor -> ego(own stamp) -> global -> ego(reference) through the ego poses.
 """
@@ -21,7 +21,8 @@ import numpy as np
 
 from imkd_core.errors import UserError
 from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS, GroundTruth, SensorFrame
-from imkd_core.geometry import quat_to_matrix
+from imkd_core.geometry import invert_transform, pose_matrix_wxyz, quat_wxyz_to_matrix
+from imkd_core.pcd import PcdError, PcdUnsupportedError, parse_pcd
 from imkd_core.preprocess import decode_image, reduced_intrinsics
 from imkd_core.radar import SweepRule, radar_features
 
@@ -40,6 +41,10 @@ _ALL_INVALID_STATES = list(range(18))
 _ALL_DYNPROP_STATES = list(range(8))
 _ALL_AMBIG_STATES = list(range(5))
 
+# Names kept importable from the reader; the maths is imkd_core.geometry's.
+pose_matrix = pose_matrix_wxyz
+invert_pose = invert_transform
+
 
 class NuScenesDataError(UserError, RuntimeError):
     """A nuScenes table is missing, unparsable or references a record that does not exist."""
@@ -49,71 +54,36 @@ class SceneSelectionError(UserError, ValueError):
     """A scene name or pattern that selects nothing in the dataset."""
 
 
-# ----------------------------------------------------------------------------- geometry
-def pose_matrix(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:
-    """4x4 homogeneous transform from a nuScenes (translation, quaternion wxyz) record."""
-    T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(np.asarray(rotation, dtype=np.float64))
-    T[:3, 3] = translation
-    return T
-
-
-def invert_pose(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid 4x4 transform (exact transpose of the rotation)."""
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
 # ----------------------------------------------------------------------------- radar files
-_PCD_TYPES = {("F", 2): "<f2", ("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "i1", ("I", 2): "<i2", ("I", 4): "<i4",
-              ("I", 8): "<i8", ("U", 1): "u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8"}
-
-
 def read_radar_pcd(path: str) -> np.ndarray:
     """A nuScenes radar .pcd file -> (18, N) float64, all points (no filter).
 
     Same values as the devkit's `RadarPointCloud.from_file` with every filter state allowed (a test
-    checks this on every file of the real subset), but decoded with one structured `np.frombuffer`
-    instead of the devkit's per-point, per-field struct.unpack loop (~20x faster, which matters
-    with 5 radars x 6 sweeps per frame). Headers it does not understand go to the devkit reader.
+    checks this on every file of the real subset), but decoded with imkd_core.pcd (one structured
+    `np.frombuffer`) instead of the devkit's per-point, per-field struct.unpack loop (~20x faster,
+    which matters with 5 radars x 6 sweeps per frame). Layouts it does not decode go to the devkit
+    reader; a truncated or malformed file is a NuScenesDataError naming it.
     """
     with open(path, "rb") as f:
         data = f.read()
-    header: dict[str, list[str]] = {}
-    pos = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            raise NuScenesDataError(f"radar file {path}: PCD header has no DATA line")
-        line = data[pos:nl].strip().decode("ascii", errors="replace")
-        pos = nl + 1
-        if line and not line.startswith("#"):
-            key, *vals = line.split()
-            header[key.upper()] = vals
-        if line.startswith("DATA"):
-            break
     try:
-        fields, sizes, types = header["FIELDS"], header["SIZE"], header["TYPE"]
-        counts = header.get("COUNT", ["1"] * len(fields))
-        width, height = int(header["WIDTH"][0]), int(header["HEIGHT"][0])
-        if header["DATA"][0] != "binary" or height != 1 or any(c != "1" for c in counts):
-            raise KeyError("layout")
-        dtype = np.dtype([(f"f{i}", _PCD_TYPES[(t, int(s))]) for i, (t, s) in enumerate(zip(types, sizes))])
-    except (KeyError, ValueError, IndexError):
+        cloud = parse_pcd(data)
+        if cloud.height != 1 or any(cloud.dtype[n].shape for n in cloud.dtype.names):
+            raise PcdUnsupportedError("organised cloud or COUNT > 1")
+    except PcdUnsupportedError:
         from nuscenes.utils.data_classes import RadarPointCloud
 
         return RadarPointCloud.from_file(path, invalid_states=_ALL_INVALID_STATES,
                                          dynprop_states=_ALL_DYNPROP_STATES, ambig_states=_ALL_AMBIG_STATES).points
-    if len(data) - pos < width * dtype.itemsize:
-        raise NuScenesDataError(f"radar file {path} is truncated: {width} points announced, "
-                                f"{(len(data) - pos) // dtype.itemsize} present")
-    rec = np.frombuffer(data, dtype=dtype, count=width, offset=pos)
-    points = np.stack([rec[name].astype(np.float64) for name in dtype.names]) if width else \
-        np.zeros((len(fields), 0))
-    if width == 0 or np.isnan(points[:, 0]).any():  # the devkit's convention for an empty cloud
-        return np.zeros((len(fields), 0))
+    except PcdError as e:
+        raise NuScenesDataError(f"radar file {path}: {e}") from None
+    rec = cloud.array()
+    names = cloud.dtype.names
+    if cloud.width == 0:
+        return np.zeros((len(names), 0))
+    points = np.stack([rec[name].astype(np.float64) for name in names])
+    if np.isnan(points[:, 0]).any():  # the devkit's convention for an empty cloud
+        return np.zeros((len(names), 0))
     return points
 
 
@@ -288,7 +258,7 @@ class NuScenesReader:
         tok = sd["calibrated_sensor_token"]
         if tok not in self._calib:
             cs = self._get("calibrated_sensor", tok)
-            self._calib[tok] = pose_matrix(cs["translation"], cs["rotation"])
+            self._calib[tok] = pose_matrix_wxyz(cs["translation"], cs["rotation"])
             if cs.get("camera_intrinsic"):
                 self._intrinsic[tok] = np.asarray(cs["camera_intrinsic"], dtype=np.float64).reshape(3, 3)
         return self._calib[tok]
@@ -296,7 +266,7 @@ class NuScenesReader:
     def _ego_pose(self, sd: dict) -> np.ndarray:
         """ego(at the record's stamp) -> global 4x4 (not cached: one per sample_data, millions in trainval)."""
         ep = self._get("ego_pose", sd["ego_pose_token"])
-        return pose_matrix(ep["translation"], ep["rotation"])
+        return pose_matrix_wxyz(ep["translation"], ep["rotation"])
 
     def _path(self, sd: dict) -> str:
         return sample_data_path(self.dataroot, sd, self.version)
@@ -389,7 +359,7 @@ class NuScenesReader:
 
         sample = self._get("sample", self.sample_tokens[index])
         _, ego_ref = self._reference(sample)
-        return self._ground_truth(sample, invert_pose(ego_ref), category_to_detection_name)
+        return self._ground_truth(sample, invert_transform(ego_ref), category_to_detection_name)
 
     def _ground_truth(self, sample: dict, global_to_ref: np.ndarray, to_det_name) -> GroundTruth:
         anns, labels = [], []
@@ -406,7 +376,7 @@ class NuScenesReader:
         R, t = global_to_ref[:3, :3], global_to_ref[:3, 3]
         centre = np.array([a["translation"] for a in anns], dtype=np.float64) @ R.T + t
         wlh = np.array([a["size"] for a in anns], dtype=np.float64)
-        heading = quat_to_matrix(np.array([a["rotation"] for a in anns]))[:, :, 0] @ R.T
+        heading = quat_wxyz_to_matrix(np.array([a["rotation"] for a in anns]))[:, :, 0] @ R.T
         vel = np.array([self.nusc.box_velocity(a["token"]) for a in anns], dtype=np.float64)
         vel = np.nan_to_num(vel, nan=0.0) @ R.T
         boxes[:, 0:3] = centre
@@ -510,7 +480,7 @@ class NuScenesReader:
         token = self.sample_tokens[index]
         sample = self._get("sample", token)
         ref_sd, ego_ref = self._reference(sample)
-        global_to_ref = invert_pose(ego_ref)
+        global_to_ref = invert_transform(ego_ref)
         ref_us = int(ref_sd["timestamp"])
         images, Ks, c2e, mask = self._cameras(sample, global_to_ref)
         frame = SensorFrame(

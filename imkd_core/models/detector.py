@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imkd_core import distill as kd
 from imkd_core.config import DistillConfig, IMKDConfig
+from imkd_core.models import distill as kd
 from imkd_core.models.bev_encoder import BEVEncoder
 from imkd_core.models.depth import DepthNet, camera_params, lidar_depth_target, radar_depth_image
 from imkd_core.models.fusion import IntensityFusion
