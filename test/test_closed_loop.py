@@ -65,9 +65,10 @@ def test_bag_through_the_assembler_equals_the_reader(synthetic: dict[str, Any]) 
     radar sweeps (the shared SweepRule), so the closed loop below can be held to equality."""
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
+    from imkd_ros.harness import assemble_bag
     from imkd_ros.replay import bag_keyframes, open_bag
     from imkd_ros.replay_eval import make_reader
-    from imkd_ros.testing import assemble_bag, frame_differences
+    from test.node_support import frame_differences
 
     cfg = IMKDConfig.from_dict(load_checkpoint(synthetic["ckpt"])["config"])
     reader = open_bag(synthetic["bag"])

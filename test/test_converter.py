@@ -500,9 +500,10 @@ def test_bag_through_the_assembler_equals_the_reader(bag, nusc):
     every keyframe exactly as the offline reader does (images, K, poses, radar by the shared
     SweepRule: one sweep per radar at 2 Hz), so closed-loop and offline results can agree."""
     from imkd_core.config import get_config
+    from imkd_ros.harness import assemble_bag
     from imkd_ros.replay import bag_keyframes, open_bag
     from imkd_ros.replay_eval import make_reader
-    from imkd_ros.testing import assemble_bag, frame_differences
+    from test.node_support import frame_differences
 
     cfg = get_config("tiny")
     reader = open_bag(bag["path"])

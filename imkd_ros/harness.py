@@ -1,33 +1,34 @@
-"""Drive the detector node over real DDS: frames as ROS messages, the node in its own process.
+"""Drive the detector node over real DDS: start it, feed it frames or a bag, collect its output.
 
-Shared by test/test_node_e2e.py, test/test_node_bad_input.py and train/bench_node.py, so the
-tests and the benchmark publish frames, start the node and collect its results the same way.
+The one harness of the closed-loop evaluation (imkd_ros.replay_eval), the node tests and the node
+benchmarks (train/bench_node.py, train/bench_live.py), so all of them start the node, publish to
+it and read its results the same way.
 
-- `RawFrame`: one frame's sensor data as a driver would publish it (original JPEG bytes + K,
-  radar sweeps with all 18 PCD fields in the sensor frame, ego poses odom <- base_link at every
-  stamp, sensor extrinsics base_link <- sensor). From nuScenes (`nuscenes_raw_frames`, the real
-  tables and files, like the bag converter) or hand-made (`synthetic_raw_frames`).
-- `raw_frame_to_sensor_frame`: the offline SensorFrame of a RawFrame, composed exactly like
-  imkd_core.data.nuscenes.NuScenesReader (the reference for synthetic frames; for nuScenes the
-  tests use the reader itself).
 - `NodeProcess`: `imkd-detector --ros-args --params-file config/detector.yaml --params-file <overrides>`
-  as a subprocess with its log in a file.
+  as a subprocess, its output in a log file.
+- `RawFrame`: one sample's sensor data as a driver publishes it (original JPEG bytes + K, radar
+  sweeps with all 18 PCD fields in the sensor frame, ego poses odom <- base_link at every stamp,
+  extrinsics base_link <- sensor), read by `nuscenes_raw_frames` from a nuScenes-format dataroot:
+  the real subset or one written by imkd_core.data.synthetic. `load_frames` pairs them with the
+  NuScenesReader's SensorFrames of the same samples, the offline reference.
+- `frame_messages`: a RawFrame as ROS messages in the order a bag replays them.
 - `DetectorClient`: an rclpy node in this process (own context, background executor) that
-  publishes frames and static TF, and collects detections, timing, diagnostics; sets parameters.
-- `FramePlayer`: publishes frames one at a time (static TF/CameraInfo changes first) and waits
-  for each frame's detections, measuring last-message-published -> detections-received.
+  publishes frames and static TF, collects detections, timing and diagnostics, sets parameters.
+- `FramePlayer`: publishes frames one at a time and waits for each frame's detections, measuring
+  last message published -> detections received.
+- `compare_detections`: the one detection-by-detection equality check (node vs Predictor).
+- `assemble_bag`: the node's FrameAssembler fed a bag in bag order, without DDS or threads.
 
 Frames complete by evidence, not by timeouts (deterministic whatever the load): the default
 camera_offsets make every camera final on its own image, and with only the keyframe radar sweeps
 published a `radar_tolerance` of 10 ms makes each keyframe sweep the closing one. Sensor topics
-are reliable (`sensor_reliability`): a burst of six full-size nuScenes JPEGs to best-effort
-readers loses messages on a loaded machine, and a lost image would stall or change a frame.
-(`HARNESS_NODE_PARAMS`.)
+are reliable (`sensor_reliability`): a burst of six full-size JPEGs to best-effort readers loses
+messages on a loaded machine, and a lost image would stall or change a frame
+(`HARNESS_NODE_PARAMS`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import os.path as osp
 import shutil
@@ -44,12 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 
 from imkd_core.frame import CAMERAS, CLASSES, RADARS, Detections, SensorFrame
-from imkd_core.radar import RADAR_PCD_FIELDS, RADAR_PCD_SIZES, RADAR_PCD_TYPES, radar_features
 from imkd_ros.detector_node import NODE_NAME, default_params, default_params_file
 from imkd_ros.nuscenes_to_bag import BASE_FRAME, MAP_FRAME, ODOM_FRAME, TOPICS, sensor_frame
 from imkd_ros.rclpy_compat import publisher_count
@@ -58,8 +57,6 @@ NS = 1_000_000_000
 # Node parameters the harness needs on top of config/detector.yaml (see the module docstring).
 HARNESS_NODE_PARAMS: dict[str, Any] = {"radar_tolerance": 0.01, "stall_timeout": 5.0,
                                        "sensor_reliability": "reliable"}
-RADAR_DTYPE = np.dtype([(n, {"F4": "<f4", "I1": "i1", "I2": "<i2"}[f"{t}{s}"])
-                        for n, t, s in zip(RADAR_PCD_FIELDS, RADAR_PCD_TYPES, RADAR_PCD_SIZES)])
 
 
 # ============================================================================ frames as raw sensor data
@@ -97,10 +94,6 @@ class RawFrame:
     sweeps: list[RawSweep]
     ego_poses: dict[int, np.ndarray]          # stamp -> odom <- base_link
     extrinsics: dict[str, np.ndarray]         # sensor frame id -> base_link <- sensor
-
-    @property
-    def last_stamp(self) -> int:
-        return max([self.stamp] + [c.stamp for c in self.cameras] + [s.stamp for s in self.sweeps])
 
 
 def _pose(translation: Sequence[float], rotation_wxyz: Sequence[float]) -> np.ndarray:
@@ -160,110 +153,6 @@ def nuscenes_raw_frames(nusc: Any, sample_tokens: Iterable[str], radar_sweeps: i
 
 
 # (x, y, z, yaw deg) of the 5 radars on a nuScenes-like car
-_RADAR_RIG = ((3.4, 0.0, 0.6, 0.0), (2.4, 0.8, 0.5, 90.0), (2.4, -0.8, 0.5, -90.0), (-0.6, 0.6, 0.5, 180.0),
-              (-0.6, -0.6, 0.5, 180.0))
-_CAM_OFFSETS_MS = (0, 8, 15, 25, 35, -8)      # nuScenes-like firing pattern (CAMERAS order)
-_RADAR_OFFSETS_MS = (5, 20, 35, 50, 65)
-
-
-def _synthetic_ego(t_s: float) -> np.ndarray:
-    """odom <- base_link of the synthetic drive: 8 m/s along a gentle left curve."""
-    yaw = 0.05 * t_s
-    T = np.eye(4)
-    T[:3, :3] = [[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]
-    T[:3, 3] = (8.0 * t_s, 0.2 * t_s * t_s, 0.0)
-    return T
-
-
-def _synthetic_image(rng: np.random.Generator, hw: tuple[int, int]) -> bytes:
-    h, w = hw
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([x / w * 200, y / h * 200, (x + y) / (w + h) * 255], -1)
-    for _ in range(10):
-        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
-        img[y0:y0 + int(rng.integers(20, 120)), x0:x0 + int(rng.integers(20, 160))] = rng.uniform(0, 255, 3)
-    img += rng.normal(0, 6, img.shape)
-    ok, enc = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return enc.tobytes()
-
-
-def _synthetic_sweep(rng: np.random.Generator, n: int) -> np.ndarray:
-    pts = np.zeros(n, dtype=RADAR_DTYPE)
-    pts["x"] = rng.uniform(3, 70, n)
-    pts["y"] = rng.uniform(-15, 15, n)
-    pts["z"] = rng.uniform(-0.5, 1.0, n)
-    pts["dyn_prop"] = rng.integers(0, 8, n)
-    pts["id"] = np.arange(n)
-    pts["rcs"] = rng.normal(5, 5, n)
-    for f in ("vx", "vy", "vx_comp", "vy_comp"):
-        pts[f] = rng.normal(0, 3, n)
-    pts["is_quality_valid"] = 1
-    pts["ambig_state"] = np.where(rng.uniform(size=n) < 0.1, 4, 3)
-    pts["invalid_state"] = np.where(rng.uniform(size=n) < 0.1, 1, 0)
-    for f in ("x_rms", "y_rms", "pdh0", "vx_rms", "vy_rms"):
-        pts[f] = rng.integers(0, 8, n)
-    return pts
-
-
-def synthetic_raw_frames(n: int = 4, seed: int = 0, src_hw: tuple[int, int] = (450, 800),
-                         t0_ns: int = 1_600_000_000 * NS, period_s: float = 0.5,
-                         radar_points: int = 60) -> list[RawFrame]:
-    """Hand-made RawFrames (no dataset): a nuScenes-like rig on a moving car, smooth JPEG images,
-    radar returns with every filter state, nuScenes-like sensor time offsets."""
-    from imkd_core.models.synthetic import nuscenes_like_rig
-
-    rng = np.random.default_rng(seed)
-    K, T_cam = nuscenes_like_rig(src_hw)
-    extr = {sensor_frame(c): T_cam[i] for i, c in enumerate(CAMERAS)}
-    for r, (x, y, z, yaw) in zip(RADARS, _RADAR_RIG):
-        T = np.eye(4)
-        a = math.radians(yaw)
-        T[:3, :3] = [[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]]
-        T[:3, 3] = (x, y, z)
-        extr[sensor_frame(r)] = T
-    frames = []
-    for k in range(n):
-        stamp = t0_ns + int(round(k * period_s * NS))
-        stamps = [stamp + o * 1_000_000 for o in _CAM_OFFSETS_MS] + [stamp + o * 1_000_000 for o in _RADAR_OFFSETS_MS]
-        cams = [RawCamera(c, sensor_frame(c), stamps[i], _synthetic_image(rng, src_hw), K[i], src_hw[1], src_hw[0])
-                for i, c in enumerate(CAMERAS)]
-        sweeps = [RawSweep(r, sensor_frame(r), stamps[len(CAMERAS) + i], _synthetic_sweep(rng, radar_points))
-                  for i, r in enumerate(RADARS)]
-        poses = {s: _synthetic_ego((s - t0_ns) / NS) for s in [stamp] + stamps}
-        frames.append(RawFrame(stamp, f"synthetic-{seed}-{k}", f"synthetic-{seed}", cams, sweeps, poses, dict(extr)))
-    return frames
-
-
-def raw_frame_to_sensor_frame(raw: RawFrame, image_reduction: int) -> SensorFrame:
-    """The offline SensorFrame of a RawFrame, composed as NuScenesReader does (decode at
-    1/image_reduction, K scaled to the decoded size, sensor -> ego(own stamp) -> odom ->
-    ego(reference), radar through the shared radar_features, sweeps newest first)."""
-    from imkd_core.data.nuscenes import invert_pose
-    from imkd_core.preprocess import decode_image, scale_intrinsics
-    from imkd_ros.msgs import pointcloud2_fields
-
-    global_to_ref = invert_pose(raw.ego_poses[raw.stamp])
-    n = len(CAMERAS)
-    imgs, Ks, c2e = [], np.tile(np.eye(3), (n, 1, 1)), np.tile(np.eye(4), (n, 1, 1))
-    for c, cam in enumerate(raw.cameras):
-        img = decode_image(cam.data, image_reduction)
-        K = cam.K
-        if (img.shape[1], img.shape[0]) != (cam.width, cam.height):
-            K = scale_intrinsics(K, img.shape[1] / cam.width, img.shape[0] / cam.height)
-        imgs.append(img)
-        Ks[c] = K
-        c2e[c] = global_to_ref @ raw.ego_poses[cam.stamp] @ raw.extrinsics[cam.frame_id]
-    chunks = [np.zeros((0, 7), np.float32)]
-    for radar in RADARS:
-        for s in sorted((s for s in raw.sweeps if s.name == radar), key=lambda s: -s.stamp):
-            T = global_to_ref @ raw.ego_poses[s.stamp] @ raw.extrinsics[s.frame_id]
-            pts = pointcloud2_fields(s.points, RADAR_PCD_FIELDS)
-            chunks.append(radar_features(pts, T, (raw.stamp - s.stamp) * 1e-9))
-    return SensorFrame(stamp=raw.stamp, images=np.stack(imgs), intrinsics=Ks, cam_to_ego=c2e,
-                       camera_mask=np.ones(n, bool), radar=np.concatenate(chunks),
-                       ego_to_global=raw.ego_poses[raw.stamp].copy(), token=raw.token).validate()
-
 
 # ============================================================================ frames as messages
 def static_tf_items(raw: RawFrame) -> list[tuple[str, str, int, np.ndarray]]:
@@ -301,24 +190,6 @@ def frame_messages(raw: RawFrame, transport: str = "compressed") -> list[tuple[s
     for _, _, msgs in sorted(events, key=lambda e: (e[0], e[1])):
         out += msgs
     return out
-
-
-# ============================================================================ hostile images
-def huge_jpeg(h: int = 60000, w: int = 60000) -> bytes:
-    """A valid 16 x 16 JPEG (about 600 bytes) whose frame header (SOF0) declares h x w pixels."""
-    ok, enc = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
-    buf = bytearray(enc.tobytes())
-    i = buf.index(b"\xff\xc0")
-    buf[i + 5:i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
-    return bytes(buf)
-
-
-def huge_png(h: int = 100000, w: int = 100000) -> bytes:
-    """An 8 x 8 PNG whose IHDR declares h x w pixels."""
-    ok, enc = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
-    buf = bytearray(enc.tobytes())
-    buf[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")
-    return bytes(buf)
 
 
 # ============================================================================ model helpers
@@ -368,29 +239,24 @@ def compare_detections(ref: Detections, got: Detections, xyz_tol: float = 1e-3, 
 
 
 @dataclass
-class TestFrames:
-    """Frames for a node test: what is published (raw) and the offline SensorFrames of the same samples."""
+class FrameSet:
+    """Frames for driving the node: what is published (raw) and the offline SensorFrames of the same samples."""
 
-    source: str                      # "nuscenes" or "synthetic"
+    source: str                      # "nuscenes" (the real subset) or "synthetic" (imkd_core.data.synthetic)
     raw: list[RawFrame]
     offline: list[SensorFrame]
     image_reduction: int
 
 
-def load_test_frames(dataroot: str | Path | None, version: str = "v1.0-mini", per_scene: int = 3,
-                     image_size: tuple[int, int] = (128, 352), radar_sweeps: int = 1, start: int = 0,
-                     synthetic_n: int = 4, max_scenes: int | None = None, offline: bool = True) -> TestFrames:
-    """`per_scene` consecutive samples (from `start`) of each scene of a nuScenes dataroot (the
-    first `max_scenes` in reverse name order: the real subset then jumps back in time between its
-    two scenes, like a bag loop), with their NuScenesReader frames (`offline`); without a
-    dataroot, `synthetic_n` synthetic frames with raw_frame_to_sensor_frame references."""
-    from imkd_core.preprocess import jpeg_reduction
-
-    if dataroot is None:
-        raw = synthetic_raw_frames(synthetic_n)
-        r = jpeg_reduction((raw[0].cameras[0].height, raw[0].cameras[0].width), image_size)
-        return TestFrames("synthetic", raw, [raw_frame_to_sensor_frame(f, r) for f in raw] if offline else [], r)
+def load_frames(dataroot: str | Path, version: str = "v1.0-mini", per_scene: int = 3,
+                image_size: tuple[int, int] = (128, 352), radar_sweeps: int = 1, start: int = 0,
+                max_scenes: int | None = None, offline: bool = True) -> FrameSet:
+    """`per_scene` consecutive samples (from `start`) of each scene of a nuScenes-format dataroot
+    (the first `max_scenes` in reverse name order: a two-scene subset then jumps back in time
+    between its scenes, like a bag loop), with their NuScenesReader frames (`offline`), decoded at
+    the JPEG reduction of the model's `image_size` (H, W)."""
     from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
+    from imkd_core.preprocess import jpeg_reduction
 
     nusc = load_nuscenes(str(dataroot), version)
     sd = nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT"])
@@ -402,7 +268,24 @@ def load_test_frames(dataroot: str | Path | None, version: str = "v1.0-mini", pe
         tokens += [t for t in reader.sample_tokens if reader.scene_of[t] == scene][start:start + per_scene]
     raw = nuscenes_raw_frames(nusc, tokens, radar_sweeps)
     frames = [reader[reader.index_of(t)][0] for t in tokens] if offline else []
-    return TestFrames("nuscenes", raw, frames, r)
+    source = "synthetic" if (Path(dataroot) / "synthetic_meta.json").is_file() else "nuscenes"
+    return FrameSet(source, raw, frames, r)
+
+
+# The synthetic world the node is driven with where no nuScenes data is at hand: one scene, keyframes
+# only, nuScenes-like image size (so the node's JPEG reduction is exercised), a few seconds to write.
+SYNTHETIC_NODE_DATA: dict[str, Any] = {"scenes": 1, "samples_per_scene": 8, "seed": 7, "image_size": (800, 450),
+                                       "sweeps": False, "lidar_azimuth_steps": 90, "val_fraction": 0.0}
+
+
+def synthetic_dataroot(out_dir: str | Path) -> Path:
+    """`SYNTHETIC_NODE_DATA` written by imkd_core.data.synthetic into `out_dir` (unless already there)."""
+    from imkd_core.data.synthetic import SyntheticConfig, generate
+
+    out = Path(out_dir)
+    if not (out / "synthetic_meta.json").is_file():
+        generate(out, SyntheticConfig(**SYNTHETIC_NODE_DATA))
+    return out
 
 
 # ============================================================================ the node process
@@ -416,23 +299,29 @@ def node_command() -> list[str]:
 
 
 class NodeProcess:
-    """The detector node as a subprocess: defaults from config/detector.yaml, `params` override
-    them through a second params file; output goes to `log_path`."""
+    """The detector node as a subprocess, started at construction; a context manager.
+
+    Parameters: `params_file` (default: the installed or source config/detector.yaml), then
+    `params` through a second params file next to the log, the order rcl applies them in. Output
+    goes to `log_path`. Its own session: a terminal's Ctrl-C reaches the caller, which stops the
+    node (SIGINT, then SIGTERM, then SIGKILL).
+    """
 
     def __init__(self, params: Mapping[str, Any], log_path: str | Path, extra_args: Sequence[str] = (),
-                 command: Sequence[str] | None = None) -> None:
+                 command: Sequence[str] | None = None, params_file: str | Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         """`command`: what starts the node instead of node_command() (e.g. a python -c wrapper)."""
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.override_path = self.log_path.with_suffix(".params.yaml")
         with open(self.override_path, "w") as f:
             yaml.safe_dump({f"/**/{NODE_NAME}": {"ros__parameters": dict(params)}}, f)
-        base = default_params_file()
+        base = params_file if params_file is not None else default_params_file()
         files = (["--params-file", str(base)] if base else []) + ["--params-file", str(self.override_path)]
         self.cmd = list(command or node_command()) + list(extra_args) + ["--ros-args"] + files
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -442,19 +331,26 @@ class NodeProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def tail(self, n: int = 30) -> str:
+        """The last n lines of the node's output."""
+        return "\n".join(self.output().splitlines()[-n:])
+
     def wait(self, timeout: float) -> int:
         """Wait for exit (e.g. a start-up error); returns the exit code."""
         return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT, then SIGKILL after `timeout`; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+        """SIGINT, then SIGTERM, then SIGKILL (each after `timeout`); returns the exit code."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
             try:
+                self.proc.send_signal(sig)
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                continue
+            except ProcessLookupError:
+                break
         self._log.close()
         return self.proc.returncode
 
@@ -463,6 +359,55 @@ class NodeProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def spin(executor: Any, context: Any, period: float = 0.05) -> None:
+    """Spin `executor` until `context` shuts down (a thread's target); shutdown races end it quietly."""
+    try:
+        while context.ok():
+            executor.spin_once(timeout_sec=period)
+    except Exception:  # noqa: BLE001 - the context went away under the executor at shutdown
+        if context.ok():
+            raise
+
+
+def call_service(node: Any, srv_type: Any, name: str, request: Any, timeout: float) -> Any:
+    """One call of service `name` from `node` (spun by another thread); TimeoutError if unanswered.
+    Plain clients: Humble has no AsyncParameterClient."""
+    client = node.create_client(srv_type, name)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not future.done() or future.result() is None:
+            raise TimeoutError(f"{name} did not answer")
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+def set_node_parameters(node: Any, values: Mapping[str, Any], node_name: str = NODE_NAME,
+                        timeout: float = 10.0) -> list[Any]:
+    """Set parameters of node `node_name` through its parameter service -> SetParametersResult per value."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    return list(call_service(node, SetParameters, f"/{node_name}/set_parameters", req, timeout).results)
+
+
+def get_node_parameters(node: Any, names: Sequence[str], node_name: str = NODE_NAME,
+                        timeout: float = 10.0) -> dict[str, Any]:
+    """Values of parameters `names` of node `node_name`, as it runs them."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    res = call_service(node, GetParameters, f"/{node_name}/get_parameters", GetParameters.Request(names=list(names)),
+                       timeout)
+    return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
 
 
 # ============================================================================ the client node
@@ -531,19 +476,12 @@ class DetectorClient:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread = threading.Thread(target=spin, args=(self.executor, self.context), daemon=True)
         self._thread.start()
         self._static: list | None = None
         self._calib: dict[str, tuple] = {}
 
     # ---------------------------------------------------------------- plumbing
-    def _spin(self) -> None:
-        try:
-            while self.context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - shutdown races end the spin thread quietly
-            pass
-
     def _on_det(self, data: bytes) -> None:
         t = time.monotonic()
         # CDR: 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp sec, nanosec
@@ -719,33 +657,12 @@ class DetectorClient:
             self.wait_until(lambda n=n: len(self.received.diagnostics) != n, max(0.0, deadline - time.monotonic()))
         return self.diagnostics_values()
 
-    def _call_service(self, srv_type: Any, name: str, request: Any, timeout: float) -> Any:
-        """One call of the node's service `name` (plain clients: Humble has no AsyncParameterClient)."""
-        client = self.node.create_client(srv_type, f"/{self.node_name}/{name}")
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service /{self.node_name}/{name} not available")
-            fut = client.call_async(request)
-            if not self.wait_until(fut.done, timeout) or fut.result() is None:
-                raise TimeoutError(f"/{self.node_name}/{name} did not answer")
-            return fut.result()
-        finally:
-            self.node.destroy_client(client)
-
     def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0) -> list[Any]:
-        """Set node parameters through its parameter services -> SetParametersResult per value."""
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        return list(self._call_service(SetParameters, "set_parameters", req, timeout).results)
+        """Set node parameters through its parameter service -> SetParametersResult per value."""
+        return set_node_parameters(self.node, values, self.node_name, timeout)
 
     def get_parameters(self, names: Sequence[str], timeout: float = 10.0) -> dict[str, Any]:
-        from rcl_interfaces.srv import GetParameters
-        from rclpy.parameter import parameter_value_to_python
-
-        res = self._call_service(GetParameters, "get_parameters", GetParameters.Request(names=list(names)), timeout)
-        return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
+        return get_node_parameters(self.node, names, self.node_name, timeout)
 
     def close(self) -> None:
         import rclpy
@@ -861,23 +778,3 @@ def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int]
         reader.close()
     frames.update((f.stamp, f) for f in asm.poll(2**62))  # the end of the bag: every timeout passes
     return frames
-
-
-def frame_differences(a: SensorFrame, b: SensorFrame, atol: float = 1e-5) -> list[str]:
-    """What differs between two SensorFrames of one stamp (empty: the same frame up to float
-    round-off of the pose maths): pixels, K, masks exactly; poses and radar rows within atol."""
-    out = []
-    if not np.array_equal(a.camera_mask, b.camera_mask):
-        out.append(f"camera_mask {a.camera_mask.tolist()} != {b.camera_mask.tolist()}")
-    if a.images.shape != b.images.shape or not np.array_equal(a.images, b.images):
-        out.append("images differ")
-    for name in ("intrinsics", "cam_to_ego", "ego_to_global"):
-        x, y = getattr(a, name), getattr(b, name)
-        if x.shape != y.shape or not np.allclose(x, y, atol=atol, rtol=0):
-            out.append(f"{name} differ (max {np.abs(x - y).max() if x.shape == y.shape else 'shape'})")
-    if a.radar.shape != b.radar.shape:
-        out.append(f"radar {a.radar.shape} != {b.radar.shape} (dt {sorted(set(np.round(a.radar[:, 6], 3)))} vs "
-                   f"{sorted(set(np.round(b.radar[:, 6], 3)))})")
-    elif not np.allclose(a.radar, b.radar, atol=atol, rtol=1e-6):
-        out.append(f"radar rows differ (max {np.abs(a.radar - b.radar).max():.2e})")
-    return out
