@@ -1,4 +1,4 @@
-"""IMKD's three distillation signals (our concrete reading, see DESIGN.md) + response term.
+"""IMKD's three distillation signals (our concrete reading, see docs/design.md) + response term.
 
 All feature terms use the per-cell mean over channels of the squared difference (the design's
 ||.||^2 divided by C, so weights do not depend on channel counts). Weights are built from

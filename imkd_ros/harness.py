@@ -419,69 +419,39 @@ class Received:
     attributes: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))  # ~/detection_attributes
     markers: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     timing: dict[int, dict] = field(default_factory=dict)
-    diagnostics: list[Any] = field(default_factory=list)
+    diagnostics: list[Any] = field(default_factory=list)      # the last 20 of the node's
+    diagnostics_seen: int = 0                                    # all of them
 
 
-class DetectorClient:
-    """An rclpy node in this process that feeds the detector and listens to it (see module doc)."""
+class NodeListener:
+    """What the detector publishes, collected on an rclpy node of this process (spun elsewhere):
+    ~/detections (taken serialized, keyed by header stamp, with receive time), ~/detection_attributes,
+    ~/markers, ~/timing and its /diagnostics."""
 
-    def __init__(self, node_name: str = NODE_NAME, params: Mapping[str, Any] | None = None,
-                 transport: str = "compressed") -> None:
-        import rclpy
+    def __init__(self, node: Any, node_name: str = NODE_NAME, depth: int = 100) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rosgraph_msgs.msg import Clock
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import PointCloud2
         from std_msgs.msg import String
-        from tf2_msgs.msg import TFMessage
         from vision_msgs.msg import Detection3DArray
         from visualization_msgs.msg import MarkerArray
 
-        p = {**default_params(), **(params or {})}
+        self.node = node
         self.node_name = node_name
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"imkd_harness_{uuid.uuid4().hex[:8]}", context=self.context)
-        sensor_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        image_type = Image if (p["image_transport"] == "raw" or transport == "raw") else CompressedImage
-        self.topics: dict[str, str] = {}
-        for i, cam in enumerate(CAMERAS):
-            self.topics[cam] = p["image_topics"][i]
-            self.topics[f"{cam}/camera_info"] = p["camera_info_topics"][i]
-        for i, radar in enumerate(RADARS):
-            self.topics[radar] = p["radar_topics"][i]
-        self.pubs: dict[str, Any] = {}
-        for key, topic in self.topics.items():
-            mtype = CameraInfo if key.endswith("/camera_info") else image_type if key in CAMERAS else PointCloud2
-            self.pubs[key] = self.node.create_publisher(mtype, topic, sensor_qos)
-        self.pubs["tf"] = self.node.create_publisher(TFMessage, TOPICS["tf"], reliable)
-        self.pubs["tf_static"] = self.node.create_publisher(TFMessage, TOPICS["tf_static"], latched)
-        self.clock_pub = self.node.create_publisher(Clock, "/clock", reliable)
         self.received = Received()
         self._cond = threading.Condition()
+        reliable = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         base = f"/{node_name}"
         # taken serialized: "received" is when the bytes arrive; turning them into Python objects
         # (~14 ms for 100 boxes in rclpy, a cost of a Python consumer) happens later, on demand
         self._det_type = Detection3DArray
-        self.det_sub = self.node.create_subscription(Detection3DArray, f"{base}/detections", self._on_det, reliable,
-                                                     raw=True)
-        self.node.create_subscription(PointCloud2, f"{base}/detection_attributes", self._on_attributes, reliable)
-        self.node.create_subscription(MarkerArray, f"{base}/markers", self._on_markers, reliable)
-        self.node.create_subscription(String, f"{base}/timing", self._on_timing, reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=spin, args=(self.executor, self.context), daemon=True)
-        self._thread.start()
-        self._static: list | None = None
-        self._calib: dict[str, tuple] = {}
+        self.det_sub = node.create_subscription(Detection3DArray, f"{base}/detections", self._on_det, reliable,
+                                                raw=True)
+        node.create_subscription(PointCloud2, f"{base}/detection_attributes", self._on_attributes, reliable)
+        node.create_subscription(MarkerArray, f"{base}/markers", self._on_markers, reliable)
+        node.create_subscription(String, f"{base}/timing", self._on_timing, reliable)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
 
-    # ---------------------------------------------------------------- plumbing
     def _on_det(self, data: bytes) -> None:
         t = time.monotonic()
         # CDR: 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp sec, nanosec
@@ -516,6 +486,7 @@ class DetectorClient:
         if any(s.name.startswith(f"{self.node_name}:") for s in msg.status):
             with self._cond:
                 self.received.diagnostics.append(msg)
+                self.received.diagnostics_seen += 1
                 del self.received.diagnostics[:-20]
                 self._cond.notify_all()
 
@@ -530,78 +501,6 @@ class DetectorClient:
                 self._cond.wait(min(left, 0.1))
         return True
 
-    def wait_for_node(self, timeout: float, proc: NodeProcess | None = None) -> None:
-        """Until the node subscribes to every input and publishes detections (its model is then
-        loaded); RuntimeError with the node's output if it exits or the time runs out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if all(pub.get_subscription_count() > 0 for key, pub in self.pubs.items() if key != "tf_static") and \
-                    publisher_count(self.node, self.det_sub) > 0:
-                time.sleep(0.2)  # let the remaining endpoint matches settle
-                return
-            if proc is not None and not proc.alive():
-                raise RuntimeError(f"detector node exited with {proc.proc.returncode}:\n{proc.output()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"detector node not up after {timeout} s:\n"
-                                   f"{proc.output()[-4000:] if proc else ''}")
-            time.sleep(0.1)
-
-    # ---------------------------------------------------------------- publishing
-    def publish(self, key: str, msg: Any) -> None:
-        self.pubs[key].publish(msg)
-
-    def publish_clock(self, stamp_ns: int) -> None:
-        from rosgraph_msgs.msg import Clock
-
-        from imkd_ros.msgs import ns_to_stamp
-
-        self.clock_pub.publish(Clock(clock=ns_to_stamp(stamp_ns)))
-
-    def publish_static(self, items: Sequence[tuple[str, str, int, np.ndarray]]) -> None:
-        from imkd_ros.msgs import transforms_to_tf_message
-
-        self.pubs["tf_static"].publish(transforms_to_tf_message(items))
-
-    def publish_messages(self, messages: Sequence[tuple[str, Any]], pace: bool = True) -> float:
-        """Publish (key, msg) pairs in order; monotonic time right after the last one.
-
-        With `pace`, each image waits until the node's reader has acknowledged it before the next
-        message goes out, as a rig's cameras, firing milliseconds apart, would: a burst of six
-        full-size JPEGs overflows Fast DDS's shared-memory segment (512 KB by default) and the
-        lost fragments then cost a reliable-protocol heartbeat round (seconds) to recover."""
-        from rclpy.duration import Duration
-
-        for key, msg in messages:
-            pub = self.pubs[key]
-            pub.publish(msg)
-            if pace and key in CAMERAS:
-                pub.wait_for_all_acked(Duration(seconds=5))
-        return time.monotonic()
-
-    def prepare(self, raw: RawFrame, new_epoch: bool = False, settle: float = 0.3) -> bool:
-        """Before a frame that starts a new epoch (first frame, new scene or rig, time jumped back)
-        publish static TF, CameraInfo and the frame's radar sweeps, then wait `settle` s.
-
-        A running rig has sent all of these before any frame; the node's sync waits for a radar's
-        closing sweep only once that radar has sent something since the last reset, so without
-        this the first frame would race its own radar messages. True if it did."""
-        from imkd_ros import msgs as M
-
-        static = static_tf_items(raw)
-        calib = {c.name: (c.K.tobytes(), c.width, c.height) for c in raw.cameras}
-        key = [(p_, c_, T.round(12).tobytes()) for p_, c_, _, T in static]
-        if key == self._static and calib == self._calib and not new_epoch:
-            return False
-        self.publish_static(static)
-        for c in raw.cameras:
-            self.publish(f"{c.name}/camera_info", M.K_to_camera_info(c.K, c.width, c.height, c.stamp, c.frame_id))
-        for sweep in raw.sweeps:
-            self.publish(sweep.name, radar_cloud_msg(sweep))
-        self._static, self._calib = key, calib
-        time.sleep(settle)
-        return True
-
-    # ---------------------------------------------------------------- results
     def forget(self, stamp: int) -> None:
         """Drop what was received for a frame stamp (before sending that frame again)."""
         with self._cond:
@@ -656,6 +555,142 @@ class DetectorClient:
             n = len(self.received.diagnostics)
             self.wait_until(lambda n=n: len(self.received.diagnostics) != n, max(0.0, deadline - time.monotonic()))
         return self.diagnostics_values()
+
+    def detections(self, stamp: int) -> Detections | None:
+        """The frame's Detections (velocities from its ~/detection_attributes) once both arrived, else None;
+        imkd_ros.msgs.MessageError if they do not parse."""
+        from imkd_ros.msgs import msg_to_detections
+
+        with self._cond:
+            if not self.received.detections.get(stamp) or not self.received.attributes.get(stamp):
+                return None
+            attributes = self.received.attributes[stamp][0]
+        return msg_to_detections(self.detections_for(stamp)[0][0], attributes)
+
+    def input_counts(self) -> dict[str, int]:
+        """{topic: messages the node has fully handled} from its latest /diagnostics ("count <topic>")."""
+        inputs = self.diagnostics_values().get("inputs", {})
+        return {k[6:]: int(v) for k, v in inputs.items() if k.startswith("count ") and v.isdigit()}
+
+    def matched(self) -> bool:
+        """Both directions of discovery done: this reader matched the node's ~/detections writer and
+        the node reports (on /diagnostics) that its writer matched a reader."""
+        frames = self.diagnostics_values().get("frames", {})
+        return publisher_count(self.node, self.det_sub) > 0 and frames.get("detections_subscribers", "0") != "0"
+
+
+class DetectorClient(NodeListener):
+    """An rclpy node in this process that feeds the detector and listens to it (see the module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, params: Mapping[str, Any] | None = None,
+                 transport: str = "compressed") -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from tf2_msgs.msg import TFMessage
+
+        p = {**default_params(), **(params or {})}
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"imkd_harness_{uuid.uuid4().hex[:8]}", context=self.context)
+        sensor_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        image_type = Image if (p["image_transport"] == "raw" or transport == "raw") else CompressedImage
+        self.topics: dict[str, str] = {}
+        for i, cam in enumerate(CAMERAS):
+            self.topics[cam] = p["image_topics"][i]
+            self.topics[f"{cam}/camera_info"] = p["camera_info_topics"][i]
+        for i, radar in enumerate(RADARS):
+            self.topics[radar] = p["radar_topics"][i]
+        self.pubs: dict[str, Any] = {}
+        for key, topic in self.topics.items():
+            mtype = CameraInfo if key.endswith("/camera_info") else image_type if key in CAMERAS else PointCloud2
+            self.pubs[key] = self.node.create_publisher(mtype, topic, sensor_qos)
+        self.pubs["tf"] = self.node.create_publisher(TFMessage, TOPICS["tf"], reliable)
+        self.pubs["tf_static"] = self.node.create_publisher(TFMessage, TOPICS["tf_static"], latched)
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", reliable)
+        NodeListener.__init__(self, self.node, node_name)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=spin, args=(self.executor, self.context), daemon=True)
+        self._thread.start()
+        self._static: list | None = None
+        self._calib: dict[str, tuple] = {}
+
+    def wait_for_node(self, timeout: float, proc: NodeProcess | None = None) -> None:
+        """Until the node subscribes to every input and publishes detections (its model is then
+        loaded); RuntimeError with the node's output if it exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(pub.get_subscription_count() > 0 for key, pub in self.pubs.items() if key != "tf_static") and \
+                    publisher_count(self.node, self.det_sub) > 0:
+                time.sleep(0.2)  # let the remaining endpoint matches settle
+                return
+            if proc is not None and not proc.alive():
+                raise RuntimeError(f"detector node exited with {proc.proc.returncode}:\n{proc.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"detector node not up after {timeout} s:\n"
+                                   f"{proc.output()[-4000:] if proc else ''}")
+            time.sleep(0.1)
+
+    def publish(self, key: str, msg: Any) -> None:
+        self.pubs[key].publish(msg)
+
+    def publish_clock(self, stamp_ns: int) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        from imkd_ros.msgs import ns_to_stamp
+
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(stamp_ns)))
+
+    def publish_static(self, items: Sequence[tuple[str, str, int, np.ndarray]]) -> None:
+        from imkd_ros.msgs import transforms_to_tf_message
+
+        self.pubs["tf_static"].publish(transforms_to_tf_message(items))
+
+    def publish_messages(self, messages: Sequence[tuple[str, Any]], pace: bool = True) -> float:
+        """Publish (key, msg) pairs in order; monotonic time right after the last one.
+
+        With `pace`, each image waits until the node's reader has acknowledged it before the next
+        message goes out, as a rig's cameras, firing milliseconds apart, would: a burst of six
+        full-size JPEGs overflows Fast DDS's shared-memory segment (512 KB by default) and the
+        lost fragments then cost a reliable-protocol heartbeat round (seconds) to recover."""
+        from rclpy.duration import Duration
+
+        for key, msg in messages:
+            pub = self.pubs[key]
+            pub.publish(msg)
+            if pace and key in CAMERAS:
+                pub.wait_for_all_acked(Duration(seconds=5))
+        return time.monotonic()
+
+    def prepare(self, raw: RawFrame, new_epoch: bool = False, settle: float = 0.3) -> bool:
+        """Before a frame that starts a new epoch (first frame, new scene or rig, time jumped back)
+        publish static TF, CameraInfo and the frame's radar sweeps, then wait `settle` s.
+
+        A running rig has sent all of these before any frame; the node's sync waits for a radar's
+        closing sweep only once that radar has sent something since the last reset, so without
+        this the first frame would race its own radar messages. True if it did."""
+        from imkd_ros import msgs as M
+
+        static = static_tf_items(raw)
+        calib = {c.name: (c.K.tobytes(), c.width, c.height) for c in raw.cameras}
+        key = [(p_, c_, T.round(12).tobytes()) for p_, c_, _, T in static]
+        if key == self._static and calib == self._calib and not new_epoch:
+            return False
+        self.publish_static(static)
+        for c in raw.cameras:
+            self.publish(f"{c.name}/camera_info", M.K_to_camera_info(c.K, c.width, c.height, c.stamp, c.frame_id))
+        for sweep in raw.sweeps:
+            self.publish(sweep.name, radar_cloud_msg(sweep))
+        self._static, self._calib = key, calib
+        time.sleep(settle)
+        return True
 
     def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0) -> list[Any]:
         """Set node parameters through its parameter service -> SetParametersResult per value."""

@@ -2,7 +2,7 @@
 
 Works on any version folder in the devkit layout (v1.0-mini, v1.0-trainval, a synthetic v1.0-synth)
 and on explicit scene lists, so training and evaluation never depend on the devkit's hard-coded
-split names. Everything is expressed in the reference frame of DESIGN.md: base_link at the
+split names. Everything is expressed in the reference frame of docs/design.md: base_link at the
 CAM_FRONT keyframe stamp. Sensor data of other stamps (other cameras, radar and LiDAR sweeps) is
 motion-compensated sensor -> ego(own stamp) -> global -> ego(reference) through the ego poses.
 """
