@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from imkd_core.frame import SensorFrame
-from imkd_ros.harness import SYNTHETIC_NODE_DATA, FrameSet, load_frames
+from imkd_ros.raw_frames import SYNTHETIC_NODE_DATA, FrameSet, load_frames
 from test.datasets import HAS_REAL, REAL_ROOT, REAL_VERSION, synthetic_root
 
 DATAROOT = REAL_ROOT

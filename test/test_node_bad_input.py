@@ -28,12 +28,10 @@ from imkd_ros.harness import (
     DetectorClient,
     FramePlayer,
     NodeProcess,
-    RawFrame,
     compare_detections,
-    frame_messages,
     make_test_checkpoint,
-    radar_cloud_msg,
 )
+from imkd_ros.raw_frames import RawFrame, frame_messages, radar_cloud_msg
 from test.node_support import node_frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

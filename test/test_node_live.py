@@ -23,15 +23,9 @@ from rclpy.serialization import deserialize_message, serialize_message
 from tf2_msgs.msg import TFMessage
 
 from imkd_ros import msgs as M
-from imkd_ros.harness import (
-    HARNESS_NODE_PARAMS,
-    DetectorClient,
-    NodeProcess,
-    RawSweep,
-    make_test_checkpoint,
-    radar_cloud_msg,
-)
+from imkd_ros.harness import HARNESS_NODE_PARAMS, DetectorClient, NodeProcess, make_test_checkpoint
 from imkd_ros.nuscenes_to_bag import ODOM_FRAME
+from imkd_ros.raw_frames import RawSweep, radar_cloud_msg
 from test.node_support import node_frames
 from train.bench_live import NS, Stream, burst_stream, play
 

@@ -33,11 +33,11 @@ from imkd_ros.harness import (
     DetectorClient,
     FramePlayer,
     NodeProcess,
-    RawFrame,
     compare_detections,
     make_test_checkpoint,
     node_command,
 )
+from imkd_ros.raw_frames import RawFrame
 from test.node_support import huge_jpeg, huge_png, node_frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

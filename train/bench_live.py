@@ -242,8 +242,8 @@ def burst_stream(raw_frames: list[Any], rate_hz: float, seconds: float, wall0: i
     from rclpy.serialization import serialize_message
 
     from imkd_ros import msgs as M
-    from imkd_ros.harness import RawSweep, radar_cloud_msg, static_tf_items
     from imkd_ros.nuscenes_to_bag import BASE_FRAME, ODOM_FRAME
+    from imkd_ros.raw_frames import RawSweep, radar_cloud_msg, static_tf_items
 
     events: list[tuple[int, str, bytes, int]] = []
     n_frames = int(seconds * rate_hz)
@@ -438,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     from imkd_core.config import IMKDConfig
     from imkd_core.data.nuscenes import NuScenesReader
     from imkd_core.preprocess import jpeg_reduction
-    from imkd_ros.harness import make_test_checkpoint, nuscenes_raw_frames
+    from imkd_ros.harness import make_test_checkpoint
+    from imkd_ros.raw_frames import nuscenes_raw_frames
 
     t_start = time.monotonic()
     tmpdir = tempfile.TemporaryDirectory(prefix="imkd_bench_live_")

@@ -82,8 +82,8 @@ def conversion_costs(frames: list, reduction: int, repeats: int) -> dict[str, fl
     import cv2
 
     from imkd_core.preprocess import decode_image
-    from imkd_ros.harness import radar_cloud_msg
     from imkd_ros.msgs import radar_points
+    from imkd_ros.raw_frames import radar_cloud_msg
 
     full, reduced, radar = [], [], []
     for raw in frames:
@@ -125,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         FramePlayer,
         NodeProcess,
         compare_detections,
-        load_frames,
         make_test_checkpoint,
-        synthetic_dataroot,
     )
+    from imkd_ros.raw_frames import load_frames, synthetic_dataroot
 
     if args.threads:
         torch.set_num_threads(args.threads)
