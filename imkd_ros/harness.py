@@ -240,7 +240,8 @@ class NodeListener:
     ~/detections (taken serialized, keyed by header stamp, with receive time), ~/detection_attributes,
     ~/markers, ~/timing and its /diagnostics."""
 
-    def __init__(self, node: Any, node_name: str = NODE_NAME, depth: int = 100) -> None:
+    def __init__(self, node: Any, node_name: str = NODE_NAME, depth: int = 100, markers: bool = True) -> None:
+        """`markers`: also subscribe to ~/markers (the node builds them only while someone does)."""
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
@@ -260,7 +261,8 @@ class NodeListener:
         self.det_sub = node.create_subscription(Detection3DArray, f"{base}/detections", self._on_det, reliable,
                                                 raw=True)
         node.create_subscription(PointCloud2, f"{base}/detection_attributes", self._on_attributes, reliable)
-        node.create_subscription(MarkerArray, f"{base}/markers", self._on_markers, reliable)
+        if markers:
+            node.create_subscription(MarkerArray, f"{base}/markers", self._on_markers, reliable)
         node.create_subscription(String, f"{base}/timing", self._on_timing, reliable)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
 
