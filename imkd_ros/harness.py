@@ -54,7 +54,7 @@ HARNESS_NODE_PARAMS: dict[str, Any] = {"radar_tolerance": 0.01, "stall_timeout":
                                        "sensor_reliability": "reliable"}
 
 
-# ============================================================================ model helpers
+# ============================================================================ checkpoints and comparison
 def make_test_checkpoint(path: str | Path, config: str = "tiny", seed: int = 0, heatmap_gain: float = 300.0) -> Path:
     """A random-init student checkpoint for tests and benchmarks (latency does not depend on the
     weights). The heatmap output layers are scaled by `heatmap_gain` so scores spread over (0, 1)
@@ -115,7 +115,7 @@ class NodeProcess:
 
     Parameters: `params_file` (default: the installed or source config/detector.yaml), then
     `params` through a second params file next to the log, the order rcl applies them in. Output
-    goes to `log_path`. Its own session: a terminal's Ctrl-C reaches the caller, which stops the
+    goes to `log_path`. In a process group of its own: a terminal's Ctrl-C reaches the caller, which stops the
     node (SIGINT, then SIGTERM, then SIGKILL).
     """
 

@@ -1,4 +1,4 @@
-"""Test-only helpers around the node harness (imkd_ros.harness): the frames node tests play,
+"""Test-only support around the node harness (imkd_ros.harness): the frames node tests play,
 hostile images, SensorFrame differences."""
 
 from __future__ import annotations
