@@ -366,8 +366,9 @@ class NodeListener:
             v = self.diagnostics_values()
             if v and predicate(v):
                 return v
-            n = len(self.received.diagnostics)
-            self.wait_until(lambda n=n: len(self.received.diagnostics) != n, max(0.0, deadline - time.monotonic()))
+            # the count of all messages, not the length of the kept last 20 (which stops growing)
+            n = self.received.diagnostics_seen
+            self.wait_until(lambda n=n: self.received.diagnostics_seen != n, max(0.0, deadline - time.monotonic()))
         return self.diagnostics_values()
 
     def detections(self, stamp: int) -> Detections | None:
