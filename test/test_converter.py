@@ -340,6 +340,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow  # converts in a child process and kills it mid-write
 def test_killed_conversion_leaves_no_finished_bag(tmp_path, nusc):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "imkd_ros.nuscenes_to_bag", "--dataroot", str(DATAROOT), "--version", VERSION,
