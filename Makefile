@@ -3,13 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test demo bench bench-gpu lint lock clean
+.PHONY: setup test test-fast demo bench bench-gpu lint lock clean
 
 setup:
 	@bash tools/setup_env.sh
 
 test: setup
 	$(PY) -m pytest test
+
+# The suite without the tests marked slow (node processes, closed loop, training runs): the developer's loop.
+test-fast: setup
+	$(PY) -m pytest test -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

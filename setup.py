@@ -10,7 +10,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["imkd_core", "imkd_core.*", "imkd_ros", "imkd_ros.*"]),
-    package_data={"imkd_core": ["weights/*", "configs/*.yaml"]},
+    package_data={"imkd_core": ["weights/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),

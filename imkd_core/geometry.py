@@ -235,6 +235,3 @@ def slerp_one(q0: Sequence[float], q1: Sequence[float], a: float) -> list[float]
         w0, w1 = math.sin((1.0 - a) * theta) / st, math.sin(a * theta) / st
     return [w0 * u + w1 * v for u, v in zip(q0, q1)]
 
-
-# Short name kept for callers of the nuScenes (wxyz) side.
-quat_to_matrix = quat_wxyz_to_matrix

@@ -5,7 +5,7 @@ callbacks hand every message to `add_camera` / `add_radar` / `add_transforms` (c
 buffer and match); the inference loop calls `poll(now_ns)` whenever it is free and gets the
 newest completed frame(s), built there (TF lookups, radar compensation, image stacking).
 
-Rules (DESIGN.md, "The ROS 2 node"):
+Rules (docs/design.md, "The ROS 2 node"):
 - The trigger camera (CAM_FRONT) starts a frame at its stamp; base_link at that stamp is the
   reference frame.
 - Every other camera contributes the image whose stamp is nearest to trigger + its expected

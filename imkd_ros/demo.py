@@ -161,7 +161,7 @@ def draw_bev(path: Path, panels: Sequence[dict[str, Any]], score_min: float, ext
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
-    from imkd_ros.msgs import CLASS_COLORS
+    from imkd_core.frame import CLASS_COLORS
 
     n = len(panels)
     cols = 2 if n > 1 else 1
@@ -214,7 +214,7 @@ def draw_camera(path: Path, image_rgb: np.ndarray, K: np.ndarray, cam_to_ego: np
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from imkd_ros.msgs import CLASS_COLORS
+    from imkd_core.frame import CLASS_COLORS
 
     h, w = image_rgb.shape[:2]
     ego_to_cam = np.linalg.inv(cam_to_ego)
@@ -427,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `make demo`: 0 on success; a user error is one line on stderr, exit status 2."""
+    from imkd_ros.closed_loop import ReplayEvalError
     from imkd_ros.replay import BagError
-    from imkd_ros.replay_eval import ReplayEvalError
 
     return cli_main(also=(DemoError, BagError, ReplayEvalError, ValueError), prog="imkd-demo")(_main)(argv)
 

@@ -76,7 +76,6 @@ from imkd_ros.params import (
     assembler_config,
     change_problems,
     default_params,
-    default_params_file,  # noqa: F401 - still imported from here by callers of the node module
     resolve_checkpoint,
     validate_params,
     with_default_params_file,
@@ -234,7 +233,7 @@ class DetectorNode(Node):
         return predictor
 
     def _warmup(self) -> None:
-        from imkd_core.models.synthetic import nuscenes_like_rig
+        from imkd_core.data.synthetic.frames import nuscenes_like_rig
 
         H, W = self.image_size
         K, T = nuscenes_like_rig((H, W))

@@ -65,7 +65,7 @@ __all__ = [
     "quaternion_to_matrix", "matrix_to_quaternion",
     "transform_to_matrix", "matrix_to_transform", "tf_message_to_list", "transforms_to_tf_message",
     "detections_to_msg", "detections_to_cdr", "detections_to_attributes", "attributes_to_array", "ATTRIBUTE_DTYPE",
-    "detection_ids", "msg_to_detections", "detections_to_markers", "box_corners", "CLASS_COLORS",
+    "detection_ids", "msg_to_detections", "detections_to_markers", "box_corners",
 ]
 
 _NS = 1_000_000_000

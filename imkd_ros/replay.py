@@ -415,10 +415,6 @@ class BagPlayer:
         self.close()
 
     # ------------------------------------------------------------------ time
-    def bag_time_now(self) -> int:
-        """Current bag time (ns) of the schedule."""
-        return self._anchor_bag + int((time.monotonic_ns() - self._anchor_wall) * self.rate)
-
     def _publish_clock(self, bag_ns: int) -> None:
         if self._clock_pub is None:
             return

@@ -49,14 +49,14 @@ def real() -> DatasetSpec:
     return DatasetSpec("real", REAL_ROOT, REAL_VERSION, 81, (900, 1600), ("scene-0916",), False)
 
 
-def synthetic() -> DatasetSpec:
-    try:
-        from imkd_core.data import synthetic as synth
-    except ImportError as exc:  # the generator is developed alongside
-        pytest.skip(f"synthetic generator unavailable: {exc}")
-    cfg = synth.SyntheticConfig(**SYNTH_CONFIG)
+def synthetic_root(config: dict) -> Path:
+    """The dataset imkd_core.data.synthetic writes for `config`, generated once per generator source
+    and config into the system temp folder (private folder, renamed into place)."""
+    from imkd_core.data import synthetic as synth
+
+    cfg = synth.SyntheticConfig(**config)
     sources = b"".join(p.read_bytes() for p in sorted(Path(synth.__file__).parent.glob("*.py")))
-    key = hashlib.sha256(sources + json.dumps(SYNTH_CONFIG, sort_keys=True).encode())
+    key = hashlib.sha256(sources + json.dumps(config, sort_keys=True).encode())
     root = Path(tempfile.gettempdir()) / f"imkd-test-synth-{key.hexdigest()[:16]}"
     if not (root / ".complete").is_file():
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
@@ -71,6 +71,16 @@ def synthetic() -> DatasetSpec:
                     os.rename(tmp, root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def synthetic() -> DatasetSpec:
+    try:
+        from imkd_core.data import synthetic as synth
+    except ImportError as exc:  # the generator is developed alongside
+        pytest.skip(f"synthetic generator unavailable: {exc}")
+    cfg = synth.SyntheticConfig(**SYNTH_CONFIG)
+    root = synthetic_root(SYNTH_CONFIG)
     n_val = synth.n_val_scenes(cfg)
     val = tuple(synth.scene_name(cfg, i) for i in range(cfg.scenes - n_val, cfg.scenes))
     w, h = cfg.image_size

@@ -19,6 +19,8 @@ import pytest
 
 from test.train_support import micro_config_yaml
 
+pytestmark = pytest.mark.slow  # training or benchmark runs: in `make test`, not in `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "v1.0-synth"
 

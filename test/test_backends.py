@@ -132,8 +132,8 @@ def test_node_passes_backend_and_precision_to_the_predictor(tmp_path) -> None:
     """The node's backend/precision parameters reach the Predictor: a combination it cannot run
     stops the node at start with exit code 2 and one line naming the reason, no traceback."""
     from imkd_core.weights import DEMO_CHECKPOINT
+    from imkd_ros.harness import NodeProcess
     from imkd_ros.params import default_params, validate_params
-    from imkd_ros.testing import NodeProcess
 
     errors = "\n".join(validate_params({**default_params(), "backend": "tensorrt", "precision": "int8"}))
     assert "backend" in errors and "precision" in errors

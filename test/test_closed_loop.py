@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 pytest.importorskip("rclpy")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not built into the venv (tools/build_interfaces.sh)")
 
-from imkd_ros.replay_eval import METRIC_KEYS, ReplayEvalError, run_replay_eval  # noqa: E402
+from imkd_ros.closed_loop import ReplayEvalError  # noqa: E402
+from imkd_ros.replay_eval import METRIC_KEYS, run_replay_eval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "imkd_core" / "weights" / "imkd_tiny_demo.pt"
@@ -65,9 +66,10 @@ def test_bag_through_the_assembler_equals_the_reader(synthetic: dict[str, Any]) 
     radar sweeps (the shared SweepRule), so the closed loop below can be held to equality."""
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
+    from imkd_ros.harness import assemble_bag
     from imkd_ros.replay import bag_keyframes, open_bag
     from imkd_ros.replay_eval import make_reader
-    from imkd_ros.testing import assemble_bag, frame_differences
+    from test.node_support import frame_differences
 
     cfg = IMKDConfig.from_dict(load_checkpoint(synthetic["ckpt"])["config"])
     reader = open_bag(synthetic["bag"])

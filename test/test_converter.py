@@ -25,6 +25,7 @@ from imkd_core.radar import RADAR_PCD_FIELDS
 from imkd_ros import bag_messages as bm
 from imkd_ros import bag_plan as bp
 from imkd_ros import nuscenes_to_bag as n2b
+from imkd_ros import topics
 from imkd_ros.cdr import detection_array_cdr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,10 +110,10 @@ def test_topic_counts_match_devkit(bag, nusc, scene_records):
             continue
         present = sum((DATAROOT / r["filename"]).is_file() for r in recs)
         if ch.startswith("CAM"):
-            expected[n2b.image_topic(ch)] = present
-            expected[n2b.camera_info_topic(ch)] = present
+            expected[topics.image_topic(ch)] = present
+            expected[topics.camera_info_topic(ch)] = present
         else:
-            expected[n2b.points_topic(ch)] = present
+            expected[topics.points_topic(ch)] = present
     # /tf and /odom: every ego pose of the scene (also those of absent sweep files), one per stamp
     pose_stamps = {nusc.get("ego_pose", r["ego_pose_token"])["timestamp"] for recs in by_channel.values() for r in recs}
     expected["/tf"] = expected["/odom"] = len(pose_stamps)
@@ -121,7 +122,7 @@ def test_topic_counts_match_devkit(bag, nusc, scene_records):
     got = Counter(t for t, *_ in bag["msgs"])
     assert got == expected
     assert bag["stats"].messages == dict(expected)
-    assert n2b.TOPICS["CAM_FRONT"] in got and n2b.TOPICS["RADAR_FRONT"] in got
+    assert topics.TOPICS["CAM_FRONT"] in got and topics.TOPICS["RADAR_FRONT"] in got
     # sweeps are listed but absent in this subset: counted as missing, per channel
     missing = {ch: sum(not (DATAROOT / r["filename"]).is_file() for r in recs) for ch, recs in by_channel.items()}
     if not bag["opts"].lidar:
@@ -150,8 +151,8 @@ def test_images_are_the_jpeg_files(bag, nusc, scene_records):
         if not ch.startswith("CAM"):
             continue
         files = {r["timestamp"] * 1000: r for r in recs if (DATAROOT / r["filename"]).is_file()}
-        images = _topic_msgs(bag, n2b.image_topic(ch))
-        infos = dict(_topic_msgs(bag, n2b.camera_info_topic(ch)))
+        images = _topic_msgs(bag, topics.image_topic(ch))
+        infos = dict(_topic_msgs(bag, topics.camera_info_topic(ch)))
         assert len(images) == len(files) > 0
         k = np.array(nusc.get("calibrated_sensor", recs[0]["calibrated_sensor_token"])["camera_intrinsic"])
         for stamp, img in images:
@@ -179,7 +180,7 @@ def test_radar_points_equal_devkit_unfiltered(bag, scene_records):
                 continue
             files = {r["timestamp"] * 1000: DATAROOT / r["filename"] for r in recs}
             for topic, typ, stamp, raw in bag["msgs"]:
-                if topic != n2b.points_topic(ch):
+                if topic != topics.points_topic(ch):
                     continue
                 ref = RadarPointCloud.from_file(str(files[stamp])).points
                 msg = bag["ts"].deserialize_cdr(raw, typ)
@@ -203,7 +204,7 @@ def test_lidar_points_equal_devkit(bag, scene_records):
         pytest.skip("this bag was converted with --no-lidar")
     recs = scene_records["by_channel"]["LIDAR_TOP"]
     files = {r["timestamp"] * 1000: DATAROOT / r["filename"] for r in recs}
-    clouds = _topic_msgs(bag, n2b.points_topic("LIDAR_TOP"))
+    clouds = _topic_msgs(bag, topics.points_topic("LIDAR_TOP"))
     assert len(clouds) == sum(f.is_file() for f in files.values())
     for stamp, msg in clouds[:5]:
         scan = np.fromfile(files[stamp], dtype=np.float32).reshape(-1, 5)
@@ -344,6 +345,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow  # converts in a child process and kills it mid-write
 def test_killed_conversion_leaves_no_finished_bag(tmp_path, nusc):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "imkd_ros.nuscenes_to_bag", "--dataroot", str(DATAROOT), "--version", VERSION,
@@ -423,9 +425,9 @@ def test_corrupt_input_skipped_and_reported(corrupt_root, tmp_path, capsys):
 
     with Reader(out / SCENE) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts[n2b.image_topic("CAM_FRONT")] == counts[n2b.image_topic("CAM_BACK")] - 1
-    assert counts[n2b.camera_info_topic("CAM_FRONT")] == counts[n2b.image_topic("CAM_FRONT")]
-    assert counts[n2b.points_topic("RADAR_FRONT")] == counts[n2b.points_topic("RADAR_BACK_LEFT")] - 1
+    assert counts[topics.image_topic("CAM_FRONT")] == counts[topics.image_topic("CAM_BACK")] - 1
+    assert counts[topics.camera_info_topic("CAM_FRONT")] == counts[topics.image_topic("CAM_FRONT")]
+    assert counts[topics.points_topic("RADAR_FRONT")] == counts[topics.points_topic("RADAR_BACK_LEFT")] - 1
 
 
 def test_corrupt_input_stops_run(corrupt_root, tmp_path, capsys):
@@ -535,9 +537,10 @@ def test_bag_through_the_assembler_equals_the_reader(bag, nusc):
     every keyframe exactly as the offline reader does (images, K, poses, radar by the shared
     SweepRule: one sweep per radar at 2 Hz), so closed-loop and offline results can agree."""
     from imkd_core.config import get_config
+    from imkd_ros.harness import assemble_bag
     from imkd_ros.replay import bag_keyframes, open_bag
     from imkd_ros.replay_eval import make_reader
-    from imkd_ros.testing import assemble_bag, frame_differences
+    from test.node_support import frame_differences
 
     cfg = get_config("tiny")
     reader = open_bag(bag["path"])

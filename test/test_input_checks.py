@@ -32,7 +32,7 @@ def test_header_size_equals_decoded_size(ext: str, flags: list, hw: tuple[int, i
 
 
 def test_header_size_of_a_hostile_jpeg_without_decoding() -> None:
-    from imkd_ros.testing import huge_jpeg, huge_png
+    from test.node_support import huge_jpeg, huge_png
 
     data = huge_jpeg()
     assert len(data) < 1000

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from train.bench_model import main
+
+pytestmark = pytest.mark.slow  # training or benchmark runs: in `make test`, not in `make test-fast`
 
 
 def test_bench_model_tiny_smoke(capsys) -> None:

@@ -22,23 +22,21 @@ from sensor_msgs.msg import CompressedImage, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from imkd_ros import msgs as M
-from imkd_ros.detector_node import BAD_KINDS, apply_detection_limits
-from imkd_ros.testing import (
+from imkd_ros.diagnostics import BAD_KINDS
+from imkd_ros.harness import (
     HARNESS_NODE_PARAMS,
     DetectorClient,
     FramePlayer,
     NodeProcess,
-    RawFrame,
     compare_detections,
-    frame_messages,
-    load_test_frames,
     make_test_checkpoint,
-    radar_cloud_msg,
 )
+from imkd_ros.params import apply_detection_limits
+from imkd_ros.raw_frames import RawFrame, frame_messages, radar_cloud_msg
+from test.node_support import node_frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-DATAROOT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "nuscenes").resolve()
 SCORE_THRESHOLD = 0.3
 MAX_DETECTIONS = 50
 MS = 1_000_000
@@ -112,7 +110,7 @@ def test_bad_input_is_counted_and_good_frames_stay_correct(checkpoint: Path, tmp
               "score_threshold": SCORE_THRESHOLD, "max_detections": MAX_DETECTIONS, "warmup": False}
     node = NodeProcess(params, tmp_path / "detector.log")
     try:
-        frames = load_test_frames(DATAROOT if DATAROOT.is_dir() else None, per_scene=4, max_scenes=1)
+        frames = node_frames(per_scene=4, max_scenes=1)
         good = [0, 2, 3]
         predictor = Predictor(checkpoint=checkpoint, device="cpu")
         apply_detection_limits(predictor, SCORE_THRESHOLD, MAX_DETECTIONS)

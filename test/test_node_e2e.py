@@ -2,14 +2,14 @@
 
 Frames are the real nuScenes subset (../shared/nuscenes: 3 samples of each scene, scene-0916
 first, so the stream jumps back in time between scenes like a bag loop) or, where it is absent,
-hand-made frames. They are published as ROS messages exactly as the bag converter writes them
-(original JPEG bytes, CameraInfo, 18-field radar PointCloud2, /tf odometry, /tf_static
+the synthetic world of imkd_core.data.synthetic. They are published as ROS messages exactly as
+the bag converter writes them(original JPEG bytes, CameraInfo, 18-field radar PointCloud2, /tf odometry, /tf_static
 extrinsics) with a simulated clock (use_sim_time); every frame must yield exactly one
 Detection3DArray equal to imkd_core's Predictor on the offline reader's SensorFrame of the same
 sample (centres within 1e-3 m, same classes, scores within 1e-4). The real subset has no radar
 sweep files, so node and reader both use radar_sweeps = 1 (the keyframe sweep).
 
-The model is a random-init tiny student saved in tmp (imkd_ros.testing.make_test_checkpoint);
+The model is a random-init tiny student saved in tmp (imkd_ros.harness.make_test_checkpoint);
 equality does not depend on the weights.
 """
 
@@ -19,25 +19,21 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from imkd_ros.detector_node import PARAMS, apply_detection_limits, default_params
-from imkd_ros.testing import (
+from imkd_ros.harness import (
     HARNESS_NODE_PARAMS,
     DetectorClient,
     FramePlayer,
     NodeProcess,
     compare_detections,
-    load_test_frames,
     make_test_checkpoint,
-    nuscenes_raw_frames,
-    raw_frame_to_sensor_frame,
 )
+from imkd_ros.params import PARAMS, apply_detection_limits, default_params
+from test.node_support import node_frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-DATAROOT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "nuscenes").resolve()
 SCORE_THRESHOLD = 0.3
 MAX_DETECTIONS = 50
 
@@ -64,7 +60,7 @@ def node(node_params: dict, tmp_path_factory: pytest.TempPathFactory):
 def test_node_detections_equal_offline_predictor(node: NodeProcess, node_params: dict, checkpoint: Path) -> None:
     from imkd_core.predict import Predictor
 
-    frames = load_test_frames(DATAROOT if DATAROOT.is_dir() else None, per_scene=3)
+    frames = node_frames(per_scene=3)
     predictor = Predictor(checkpoint=checkpoint, device="cpu")
     apply_detection_limits(predictor, SCORE_THRESHOLD, MAX_DETECTIONS)
     expected = [predictor.predict(f) for f in frames.offline]
@@ -110,35 +106,14 @@ def test_node_detections_equal_offline_predictor(node: NodeProcess, node_params:
     assert node.alive(), node.output()[-3000:]
 
 
-@pytest.mark.nuscenes
-def test_raw_frame_reference_equals_reader(shared_nuscenes: Path) -> None:
-    """The offline reference used for hand-made frames (raw_frame_to_sensor_frame) composes a
-    SensorFrame exactly like NuScenesReader: checked on a real sample."""
-    from imkd_core.data.nuscenes import NuScenesReader
-
-    reader = NuScenesReader(shared_nuscenes, "v1.0-mini", radar_sweeps=1, load_lidar=False, image_reduction=4)
-    token = reader.sample_tokens[5]
-    ref = reader[5][0]
-    raw = nuscenes_raw_frames(reader.nusc, [token], radar_sweeps=1)[0]
-    got = raw_frame_to_sensor_frame(raw, 4)
-    assert got.stamp == ref.stamp and got.token == ref.token
-    np.testing.assert_array_equal(got.images, ref.images)
-    np.testing.assert_array_equal(got.intrinsics, ref.intrinsics)
-    np.testing.assert_allclose(got.cam_to_ego, ref.cam_to_ego, atol=1e-9)
-    assert got.radar.shape == ref.radar.shape and len(ref.radar) > 0
-    np.testing.assert_allclose(got.radar, ref.radar, atol=1e-5)
-
-
 def test_raw_image_transport(checkpoint: Path, tmp_path: Path) -> None:
     """image_transport: raw (sensor_msgs/Image, decoded by the publisher, resized by the node):
     one Detection3DArray per frame from all six cameras, no input counted as bad."""
-    from imkd_ros.testing import synthetic_raw_frames
-
     d = default_params()
     topics = [t.removesuffix("/compressed") for t in d["image_topics"]]
     params = {**HARNESS_NODE_PARAMS, "checkpoint": str(checkpoint), "device": "cpu", "radar_sweeps": 1,
               "image_transport": "raw", "image_topics": topics, "warmup": False}
-    raws = synthetic_raw_frames(2, seed=3)
+    raws = node_frames(real=False, per_scene=2, offline=False).raw
     with NodeProcess(params, tmp_path / "detector.log") as node, \
             DetectorClient(params={"image_transport": "raw", "image_topics": topics}) as client:
         client.wait_for_node(240, node)

@@ -23,16 +23,10 @@ from rclpy.serialization import deserialize_message, serialize_message
 from tf2_msgs.msg import TFMessage
 
 from imkd_ros import msgs as M
-from imkd_ros.nuscenes_to_bag import ODOM_FRAME
-from imkd_ros.testing import (
-    HARNESS_NODE_PARAMS,
-    DetectorClient,
-    NodeProcess,
-    RawSweep,
-    make_test_checkpoint,
-    radar_cloud_msg,
-    synthetic_raw_frames,
-)
+from imkd_ros.harness import HARNESS_NODE_PARAMS, DetectorClient, NodeProcess, make_test_checkpoint
+from imkd_ros.raw_frames import RawSweep, radar_cloud_msg
+from imkd_ros.topics import ODOM_FRAME
+from test.node_support import node_frames
 from train.bench_live import NS, Stream, burst_stream, play
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -69,7 +63,7 @@ def test_live_stream_burst_latency_and_bad_messages(tmp_path: Path) -> None:
     ckpt = make_test_checkpoint(tmp_path / "student.pt")
     params = {**HARNESS_NODE_PARAMS, "checkpoint": str(ckpt), "device": "cpu", "radar_sweeps": 1,
               "stall_timeout": 0.5, "diagnostics_period": 0.5}
-    raw = synthetic_raw_frames(4, src_hw=(450, 800))
+    raw = node_frames(real=False, per_scene=4, offline=False).raw
     node = NodeProcess(params, tmp_path / "detector.log")
     try:
         with DetectorClient() as client:
@@ -143,7 +137,7 @@ def test_executor_choice_falls_back_where_rclpy_lacks_the_events_executor(ros_co
 
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
-    from imkd_ros.detector_node import make_executor
+    from imkd_ros.rclpy_compat import make_executor
 
     ex, kind = make_executor("single", context=ros_context)
     assert kind == "single" and isinstance(ex, SingleThreadedExecutor)

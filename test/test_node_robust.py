@@ -27,20 +27,19 @@ import pytest
 import yaml
 
 from imkd_ros import msgs as M
-from imkd_ros.detector_node import NODE_NAME, apply_detection_limits
-from imkd_ros.testing import (
+from imkd_ros.harness import (
     HARNESS_NODE_PARAMS,
     DetectorClient,
     FramePlayer,
     NodeProcess,
-    RawFrame,
     compare_detections,
-    huge_jpeg,
-    huge_png,
-    load_test_frames,
     make_test_checkpoint,
     node_command,
 )
+from imkd_ros.params import apply_detection_limits
+from imkd_ros.raw_frames import RawFrame
+from imkd_ros.topics import NODE_NAME
+from test.node_support import huge_jpeg, huge_png, node_frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -66,7 +65,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def frames():
-    return load_test_frames(None, synthetic_n=7)
+    return node_frames(real=False, per_scene=7)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,12 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not built into the venv (tools/build_interfaces.sh)")
 
 from imkd_ros import nuscenes_to_bag as n2b  # noqa: E402
+from imkd_ros import topics  # noqa: E402
 from imkd_ros.replay import BagError, BagPlayer, bag_keyframes, message_class, open_bag  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CAM_FRONT = n2b.TOPICS["CAM_FRONT"]
-RADAR_FRONT = n2b.TOPICS["RADAR_FRONT"]
+CAM_FRONT = topics.TOPICS["CAM_FRONT"]
+RADAR_FRONT = topics.TOPICS["RADAR_FRONT"]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -285,7 +286,7 @@ def test_keyframes_and_clear_errors(bag: dict[str, Any], tmp_path: Path, graph: 
         frames = bag_keyframes(reader)
     finally:
         reader.close()
-    assert sorted(frames) == sorted(s for t, s, _ in bag["msgs"] if t == n2b.TOPICS["gt_detections"])
+    assert sorted(frames) == sorted(s for t, s, _ in bag["msgs"] if t == topics.TOPICS["gt_detections"])
     with pytest.raises(BagError, match="bag not found"):
         open_bag(tmp_path / "nope")
     (tmp_path / "half.partial").mkdir()

@@ -70,11 +70,16 @@ def test_bad_rules_are_refused() -> None:
 
 def test_node_defaults_are_the_rule_defaults() -> None:
     pytest.importorskip("rclpy")
-    from imkd_ros.replay_eval import node_sweep_rule
+    import yaml
 
-    assert node_sweep_rule(None, {}, SweepRule.sweeps) == SweepRule()
-    assert node_sweep_rule(REPO / "config" / "detector.yaml", {}, SweepRule.sweeps) == SweepRule()
-    assert node_sweep_rule(None, {"radar_tolerance": 0.01, "radar_sweeps": 2}, 6) == \
+    from imkd_ros.closed_loop import node_sweep_rule
+    from imkd_ros.params import default_params
+
+    defaults = default_params()
+    shipped = next(iter(yaml.safe_load((REPO / "config" / "detector.yaml").read_text()).values()))["ros__parameters"]
+    assert node_sweep_rule(defaults, SweepRule.sweeps) == SweepRule()
+    assert node_sweep_rule({**defaults, **shipped}, SweepRule.sweeps) == SweepRule()
+    assert node_sweep_rule({**defaults, "radar_tolerance": 0.01, "radar_sweeps": 2}, 6) == \
         SweepRule(sweeps=2, tolerance_ns=10 * MS)
 
 

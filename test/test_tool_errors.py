@@ -324,6 +324,7 @@ RUN_DIR_CASES = {
 }
 
 
+@pytest.mark.slow  # trains or starts a tool process
 @pytest.mark.parametrize("case", RUN_DIR_CASES)
 def test_run_dir_never_silently_replaced(case: str, base_run: tuple[Path, list[str]], tmp_path: Path,
                                          capsys: pytest.CaptureFixture, torch_state: Any) -> None:
@@ -341,6 +342,7 @@ def test_run_dir_never_silently_replaced(case: str, base_run: tuple[Path, list[s
     assert _digest(out) == before
 
 
+@pytest.mark.slow  # trains or starts a tool process
 def test_resume_auto_and_forced_fresh_start(base_run: tuple[Path, list[str]], tmp_path: Path) -> None:
     src, args = base_run
     summary = run_train([*args, "--out", tmp_path / "auto", "--resume", "auto"])  # nothing to continue: fresh
@@ -363,6 +365,7 @@ CHANGED = {"--lr": ("1e-4", 0.0001, 0.002), "--batch-size": ("1", 1, 2), "--seed
            "--train-scenes": ("synth-*", ["synth-*"], ["synth-train-*"])}
 
 
+@pytest.mark.slow  # trains or starts a tool process
 @pytest.mark.parametrize("flag", CHANGED)
 def test_resume_refuses_changed_optimisation_flags(flag: str, base_run: tuple[Path, list[str]], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture, torch_state: Any) -> None:
@@ -381,6 +384,7 @@ def test_resume_refuses_changed_optimisation_flags(flag: str, base_run: tuple[Pa
     assert _digest(out) == before
 
 
+@pytest.mark.slow  # trains or starts a tool process
 def test_resume_force_applies_and_records(base_run: tuple[Path, list[str]], tmp_path: Path) -> None:
     from train.loop import lr_factor
 
@@ -487,7 +491,9 @@ def test_converter_skips_and_counts_unsafe_records(kind: str, data: Path, tmp_pa
                                                                                       fsync=False))
     ref = n2b.convert_scene(n2b.load_nuscenes(data, VERSION), SCENES[0], tmp_path / "ref",
                             n2b.ConvertOptions(lidar=False, progress=False, fsync=False))
-    topic = n2b.points_topic("RADAR_FRONT")
+    from imkd_ros.topics import points_topic
+
+    topic = points_topic("RADAR_FRONT")
     assert len(stats.refused) == 1 and hit["token"] in stats.refused[0]
     assert stats.messages[topic] == ref.messages[topic] - 1
     # --on-corrupt stop: the run ends (exit 2) naming the record
@@ -523,6 +529,7 @@ def test_converter_scene_name_stays_inside_out(data: Path, tmp_path: Path, capsy
     assert sorted(p.name for p in box.iterdir()) == ["out"] and sorted(p.name for p in out.iterdir()) == [SCENES[1]]
 
 
+@pytest.mark.slow  # trains or starts a tool process
 # ============================================================================ what a user sees
 @pytest.mark.parametrize("case", ["train_device", "slim_missing", "evaluate_junk", "export_nan", "convert_out"])
 def test_tool_process_prints_one_line(case: str, data: Path, ckpts: dict[str, Path], micro_yaml: Path,

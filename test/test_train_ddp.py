@@ -21,6 +21,8 @@ from test.train_support import (
     synthetic_dataroot,
 )
 
+pytestmark = pytest.mark.slow  # training or benchmark runs: in `make test`, not in `make test-fast`
+
 STEPS = 3
 SEED = 5
 

@@ -33,6 +33,8 @@ from test.train_support import (
     train_env,
 )
 
+pytestmark = pytest.mark.slow  # training or benchmark runs: in `make test`, not in `make test-fast`
+
 TOTAL_STEPS = 6
 KILL_AFTER = 3
 LOSS_KEYS = ("total", "det", "det_hm", "det_bbox", "det_depth", "l1", "l2", "l3", "resp", "lr", "grad_norm")

@@ -146,9 +146,9 @@ def bag_frames(bag: Path, image_size: tuple[int, int]) -> tuple[list[Any], list[
 
     from imkd_core.frame import CAMERAS
     from imkd_core.preprocess import jpeg_reduction
-    from imkd_ros.nuscenes_to_bag import TOPICS
+    from imkd_ros.harness import assemble_bag
     from imkd_ros.replay import open_bag
-    from imkd_ros.testing import assemble_bag
+    from imkd_ros.topics import TOPICS
 
     topics = {TOPICS[c]: c for c in CAMERAS}
     info_topic = TOPICS["CAM_FRONT/camera_info"]
@@ -180,8 +180,8 @@ def bag_stream(bag: Path, seconds: float, wall0: int | None) -> Stream:
     from tf2_msgs.msg import TFMessage
 
     from imkd_core.frame import CAMERAS, RADARS
-    from imkd_ros.nuscenes_to_bag import TOPICS
     from imkd_ros.replay import open_bag
+    from imkd_ros.topics import TOPICS
 
     keys = {TOPICS[k]: k for k in [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]}
     reader = open_bag(bag)
@@ -224,14 +224,23 @@ def bag_stream(bag: Path, seconds: float, wall0: int | None) -> Stream:
     return s
 
 
+def _burst_ego(t_s: float) -> np.ndarray:
+    """odom <- base_link of the bursts' drive: 8 m/s along a gentle left curve."""
+    yaw = 0.05 * t_s
+    T = np.eye(4)
+    T[:3, :3] = [[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]
+    T[:3, 3] = (8.0 * t_s, 0.2 * t_s * t_s, 0.0)
+    return T
+
+
 def burst_stream(raw_frames: list[Any], rate_hz: float, seconds: float, wall0: int) -> Stream:
     """Rig-rate input: cameras at rate_hz (the raw frames' JPEGs cycled, their firing offsets kept),
     5 radars at 13 Hz, /tf odom -> base_link at 160 Hz; stamps from wall0 on."""
     from rclpy.serialization import serialize_message
 
     from imkd_ros import msgs as M
-    from imkd_ros.nuscenes_to_bag import BASE_FRAME, ODOM_FRAME
-    from imkd_ros.testing import RawSweep, _synthetic_ego, radar_cloud_msg, static_tf_items
+    from imkd_ros.raw_frames import RawSweep, radar_cloud_msg, static_tf_items
+    from imkd_ros.topics import BASE_FRAME, ODOM_FRAME
 
     events: list[tuple[int, str, bytes, int]] = []
     n_frames = int(seconds * rate_hz)
@@ -255,7 +264,7 @@ def burst_stream(raw_frames: list[Any], rate_hz: float, seconds: float, wall0: i
     span = int(seconds * NS) + 80_000_000
     for j in range(int(span * 160 / NS) + 1):
         t = int(j * NS / 160.0)
-        tf = M.transforms_to_tf_message([(ODOM_FRAME, BASE_FRAME, wall0 + t, _synthetic_ego(t / NS))])
+        tf = M.transforms_to_tf_message([(ODOM_FRAME, BASE_FRAME, wall0 + t, _burst_ego(t / NS))])
         events.append((t, "tf", serialize_message(tf), wall0 + t))
     events.sort(key=lambda e: e[0])  # stable: a CameraInfo stays right before its image
     s = Stream(events, serialize_message(M.transforms_to_tf_message(static_tf_items(raw_frames[0]))))
@@ -316,7 +325,7 @@ def _num(v: dict, key: str) -> float:
 def run_mode(name: str, make_stream: Any, clock: bool, ckpt: Path, args: argparse.Namespace,
              tmp: Path) -> tuple[dict[str, Any], Stream]:
     """Start a node, build the stream (wall stamps from a moment just ahead), play it, collect."""
-    from imkd_ros.testing import HARNESS_NODE_PARAMS, DetectorClient, NodeProcess
+    from imkd_ros.harness import HARNESS_NODE_PARAMS, DetectorClient, NodeProcess
 
     params: dict[str, Any] = {"checkpoint": str(ckpt.resolve()), "device": args.device, "radar_sweeps": 1,
                               "radar_tolerance": HARNESS_NODE_PARAMS["radar_tolerance"],
@@ -392,7 +401,7 @@ def alone(frames: list[Any], jpegs: list[list[bytes]], reduction: int, ckpt: Pat
 
     from imkd_core.predict import Predictor
     from imkd_core.preprocess import decode_image
-    from imkd_ros.detector_node import apply_detection_limits, default_params
+    from imkd_ros.params import apply_detection_limits, default_params
 
     p = default_params()
     predictor = Predictor(checkpoint=ckpt, device=args.device)
@@ -424,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
+    from imkd_core.data.nuscenes import NuScenesReader
     from imkd_core.preprocess import jpeg_reduction
-    from imkd_ros.testing import make_test_checkpoint, nuscenes_raw_frames, raw_frame_to_sensor_frame
+    from imkd_ros.harness import make_test_checkpoint
+    from imkd_ros.raw_frames import nuscenes_raw_frames
 
     t_start = time.monotonic()
     tmpdir = tempfile.TemporaryDirectory(prefix="imkd_bench_live_")
@@ -446,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         src.raw = nuscenes_raw_frames(nusc, tokens, 1)
         cam = src.raw[0].cameras[0]
         src.reduction["burst"] = r = jpeg_reduction((cam.height, cam.width), image_size)
-        src.frames["burst"] = [raw_frame_to_sensor_frame(f, r) for f in src.raw]
+        reader = NuScenesReader(nusc.dataroot, nusc.version, radar_sweeps=1, load_lidar=False, image_reduction=r,
+                                nusc=nusc)
+        src.frames["burst"] = [reader[reader.index_of(t)][0] for t in tokens]
         src.jpegs["burst"] = [[c.data for c in f.cameras] for f in src.raw]
     print(f"data: {source} ({bag.name}); model {cfg.name} {image_size}; prepared in "
           f"{time.monotonic() - t_start:.0f} s", flush=True)

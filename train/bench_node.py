@@ -5,13 +5,13 @@ turning messages into a SensorFrame.
     python -m train.bench_node [--dataroot ../shared/nuscenes --version v1.0-mini] [--frames 20]
                                [--checkpoint student.pt | --config tiny] [--device auto]
 
-The node runs in its own process (imkd-detector, config/detector.yaml + the harness overrides of
-imkd_ros.testing); this process publishes real frames as the bag converter writes them (original
+The node runs in its own process (imkd-detector, config/detector.yaml + the overrides of
+imkd_ros.harness); this process publishes real frames as the bag converter writes them (original
 JPEG bytes, CameraInfo, 18-field radar PointCloud2, /tf, /tf_static) one at a time and waits for
 each frame's Detection3DArray, so the latency (last input message published -> detections
 received) holds no queueing. The same frames, read by the offline NuScenesReader, go through the
 Predictor in this process, interleaved frame by frame with the node (both see the same machine
-load). Without nuScenes data (no --dataroot found) hand-made frames are used.
+load). Without nuScenes data (no --dataroot found) a synthetic scene is written and used.
 
 Without --checkpoint a random-init student of --config is saved in a temp dir: latency does not
 depend on the weights (the heatmap head is scaled so a realistic number of boxes pass the score
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataroot", default=str(ROOT.parent / "shared" / "nuscenes"),
-                   help="nuScenes dataroot (devkit layout; real or synthetic); absent -> hand-made frames")
+                   help="nuScenes dataroot (devkit layout; real or synthetic); absent -> a synthetic scene")
     p.add_argument("--version", default="v1.0-mini", help="version folder (v1.0-mini, v1.0-synth, ...)")
     p.add_argument("--frames", type=int, default=20, help="timed frames (cycled when the data has fewer)")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames first")
@@ -80,7 +80,7 @@ def conversion_costs(frames: list, reduction: int, repeats: int) -> dict[str, fl
 
     from imkd_core.preprocess import decode_image
     from imkd_ros.msgs import radar_points
-    from imkd_ros.testing import radar_cloud_msg
+    from imkd_ros.raw_frames import radar_cloud_msg
 
     full, reduced, radar = [], [], []
     for raw in frames:
@@ -115,16 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
     from imkd_core.predict import Predictor
-    from imkd_ros.detector_node import apply_detection_limits
-    from imkd_ros.testing import (
+    from imkd_ros.harness import (
         HARNESS_NODE_PARAMS,
         DetectorClient,
         FramePlayer,
         NodeProcess,
-        detection_parity,
-        load_test_frames,
+        compare_detections,
         make_test_checkpoint,
     )
+    from imkd_ros.params import apply_detection_limits
+    from imkd_ros.raw_frames import load_frames, synthetic_dataroot
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,15 +141,15 @@ def main(argv: list[str] | None = None) -> int:
               "max_detections": args.max_detections}
     node = NodeProcess(params, Path(tmp.name) / "detector.log")
     try:
-        if dataroot is not None:
-            from imkd_core.data.nuscenes import load_nuscenes
+        version = args.version
+        if dataroot is None:
+            dataroot, version = synthetic_dataroot(Path(tmp.name) / "synthetic"), "v1.0-synth"
+        from imkd_core.data.nuscenes import load_nuscenes
 
-            n_scenes = len(load_nuscenes(str(dataroot), args.version).scene)
-            per_scene = -(-needed // max(n_scenes, 1))
-            frames = load_test_frames(dataroot, args.version, per_scene=per_scene,
-                                      image_size=tuple(cfg.data.image_size), radar_sweeps=args.radar_sweeps)
-        else:
-            frames = load_test_frames(None, image_size=tuple(cfg.data.image_size), synthetic_n=min(needed, 8))
+        n_scenes = len(load_nuscenes(str(dataroot), version).scene)
+        per_scene = -(-needed // max(n_scenes, 1))
+        frames = load_frames(dataroot, version, per_scene=per_scene, image_size=tuple(cfg.data.image_size),
+                             radar_sweeps=args.radar_sweeps)
         predictor = Predictor(checkpoint=ckpt, device=args.device)
         apply_detection_limits(predictor, args.score_threshold, args.max_detections)
         # like the node, whose inference runs on an executor thread (see the module docstring)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 node_ms.append(latency * 1e3)
                 pred_ms.append(p_ms)
                 n_det.append(len(det))
-                mismatched += bool(detection_parity(ref, det))
+                mismatched += bool(compare_detections(ref, det))
                 t = client.received.timing.get(frames.raw[i].stamp)
                 if t is not None:
                     mono = t.get("monotonic", {})

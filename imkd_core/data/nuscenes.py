@@ -42,8 +42,6 @@ _ALL_DYNPROP_STATES = list(range(8))
 _ALL_AMBIG_STATES = list(range(5))
 
 # Names kept importable from the reader; the maths is imkd_core.geometry's.
-pose_matrix = pose_matrix_wxyz
-invert_pose = invert_transform
 
 
 class NuScenesDataError(UserError, RuntimeError):
