@@ -85,6 +85,7 @@ DEFAULT_TASK_GROUPS: tuple[tuple[str, ...], ...] = (
 # distance with (4, 12, 10, 1, 0.85, 0.175) per task; these are the square roots.
 DEFAULT_NMS_RADIUS: tuple[float, ...] = (2.0, 3.5, 3.5, 3.2, 3.2, 1.0, 0.9, 0.9, 0.42, 0.42)
 # Box-code loss weights: dx, dy, z, log l, log w, log h, sin, cos, vx, vy (CenterPoint nuScenes).
+FUSION_GATES = ("soft", "strong")
 DEFAULT_CODE_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 
 
@@ -167,6 +168,8 @@ class ModelConfig:
     bev_channels: int = 128              # C of F_M (student) and F_L (teacher)
     fusion_offset: bool = True           # learned radar->camera BEV alignment
     fusion_hidden: int = 32              # width of the intensity-prediction branch
+    fusion_gate: str = "soft"            # "soft": F_C * (1 + tanh(g(I_hat))); "strong": F_C * 2 sigmoid(g(logit))
+    radar_adapter_in_path: bool = False  # A_R feeds the fusion (what L1 distils is what fusion reads)
     # BEV encoder (ResNet-style stages + SECOND-FPN back to the grid resolution)
     bev_encoder_channels: tuple[int, ...] = (128, 256, 512)
     bev_encoder_blocks: tuple[int, ...] = (2, 2, 2)
@@ -202,6 +205,8 @@ class ModelConfig:
                      "head_channels", "max_detections", "pool_cache_size", "fusion_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.fusion_gate not in FUSION_GATES:
+            raise ConfigError(f"model.fusion_gate must be one of {FUSION_GATES}, got {self.fusion_gate!r}")
         if self.pillar_mlp_layers < 1:
             raise ConfigError(f"model.pillar_mlp_layers must be >= 1, got {self.pillar_mlp_layers}")
         if self.depth_blocks < 0 or self.head_task_convs < 0:
@@ -240,6 +245,9 @@ class ModelConfig:
         return 2 ** (max(self.neck_levels) + 1)
 
 
+L3_TARGETS = ("intensity", "objectness")
+
+
 @dataclass
 class DistillConfig:
     """The three IMKD distillation signals (+ response term), each switchable."""
@@ -257,21 +265,37 @@ class DistillConfig:
     l2_weight: float = 0.25
     l3_weight: float = 1.0
     resp_weight: float = 10.0
-    alpha: float = 1.0       # W1 = I_L * (1 + alpha * H_gt)
+    alpha: float = 1.0       # W1 = radar-active * (I_L + alpha * H_gt)
     tau: float = 0.5         # W2 spatial softmax temperature (on ||F_L|| / its mean)
     intensity_sigma: float = 0.7   # Gaussian smoothing of I_L, in cells (0 = none)
+    intensity_ground_z: float = 0.3  # I_L reads LiDAR returns above this height (ego frame, m)
+    intensity_scale: float = 100.0   # fixed reflectance scale of I_L (raw / scale, clipped to 1)
+    l1_dilation: int = 1     # radar-active cells grown by this many cells for W1
+    normalise: bool = True   # feature terms on teacher-standardised features
+    resp_box_weight: float = 1.0   # box-code L1 at the teacher's confident cells (part of resp)
+    resp_box_min_prob: float = 0.3  # "confident": teacher heatmap probability above this
+    bev_weight: float = 1.0        # BEV encoder output vs the teacher's on object cells (part of l2)
+    l3_target: str = "intensity"   # what I_hat learns: "intensity" (I_L) or "objectness" (teacher)
+    init_lr_scale: float = 0.1     # learning-rate factor of the layers 'init' inherits
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "l2_weight", "l3_weight", "resp_weight", "alpha", "intensity_sigma"):
+        for name in ("l1_weight", "l2_weight", "l3_weight", "resp_weight", "alpha", "intensity_sigma",
+                     "resp_box_weight", "bev_weight", "l1_dilation", "init_lr_scale"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
         if self.tau <= 0:
             raise ConfigError(f"distill.tau must be > 0, got {self.tau}")
+        if self.intensity_scale <= 0:
+            raise ConfigError(f"distill.intensity_scale must be > 0, got {self.intensity_scale}")
+        if not 0.0 <= self.resp_box_min_prob < 1.0:
+            raise ConfigError(f"distill.resp_box_min_prob must be in [0, 1), got {self.resp_box_min_prob}")
+        if self.l3_target not in L3_TARGETS:
+            raise ConfigError(f"distill.l3_target must be one of {L3_TARGETS}, got {self.l3_target!r}")
 
     @property
     def needs_teacher(self) -> bool:
-        """Every term but L3 (whose I_L can come from the batch's LiDAR) needs the teacher."""
-        return self.l1 or self.l2 or self.resp or self.init
+        """Every term but L3 on I_L (which can come from the batch's LiDAR) needs the teacher."""
+        return self.l1 or self.l2 or self.resp or self.init or (self.l3 and self.l3_target == "objectness")
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pyte
             assert 0.0 <= p[k] <= 1.0
         assert p["depth_cells"] > 0 and 0.0 <= p["depth_bin_acc"] <= 1.0
         cov = p["weight_coverage"]
-        for m in ("W1_l1", "W2_l2", "W_resp", "I_L_l3_target"):
+        for m in ("W1_l1", "W2_l2", "W_resp", "W_bev", "L3_target"):
             assert 0.0 <= cov[m]["frac_cells"] <= 1.0 and 0.0 <= cov[m]["frac_weight_on_gt_boxes"] <= 1.0 + 1e-6
     assert 0.0 < doc["weight_coverage"]["W1_l1"]["frac_cells"] < 1.0
     assert "| l1 | nokd | NDS |" in md.read_text()

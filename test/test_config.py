@@ -94,6 +94,14 @@ def test_model_validation() -> None:
         ModelConfig(nms_radius=(1.0,) * 3)
     with pytest.raises(ConfigError, match="tau"):
         DistillConfig(tau=0.0)
+    with pytest.raises(ConfigError, match="fusion_gate"):
+        ModelConfig(fusion_gate="hard")
+    with pytest.raises(ConfigError, match="l3_target"):
+        DistillConfig(l3_target="depth")
+    with pytest.raises(ConfigError, match="intensity_scale"):
+        DistillConfig(intensity_scale=0.0)
+    with pytest.raises(ConfigError, match="resp_box_min_prob"):
+        DistillConfig(resp_box_min_prob=1.0)
 
 
 def test_image_size_must_divide_by_stride() -> None:

@@ -177,3 +177,27 @@ def test_completed_run_resumes_as_a_no_op(tmp_path: Path, common_args: list[str]
             assert g["detection_name"] == e["detection_name"]
             np.testing.assert_allclose(g["translation"], e["translation"], atol=1e-4)
             assert abs(g["detection_score"] - e["detection_score"]) < 1e-6
+
+
+def test_param_groups_train_inherited_layers_slower() -> None:
+    """Under 'init' the inherited BEV encoder and head train at init_lr_scale x lr, the frozen A_M
+    not at all; every other trainable parameter sits in exactly one group at the full lr."""
+    from imkd_core.config import tiny
+    from imkd_core.models import Student, Teacher
+    from train.loop import param_groups
+
+    cfg = tiny()
+    torch.manual_seed(0)
+    student = Student(cfg, load_pretrained=False)
+    student.inherit_from(Teacher(cfg))
+    groups = param_groups(student, 0.01, 1e-3, (student.inherited_parameters(), 0.1))
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert len(seen) == len(set(seen)) == sum(p.requires_grad for p in student.parameters())
+    slow = {id(p) for p in student.inherited_parameters()}
+    for g in groups:
+        assert {id(p) in slow for p in g["params"]} == {g["lr_scale"] == 0.1}
+        assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
+        assert g["weight_decay"] == (0.01 if g["decay"] else 0.0)
+        assert all((p.ndim > 1) == g["decay"] for p in g["params"])
+    assert not {id(p) for p in student.adapter_m.parameters()} & set(seen)
+    assert len(param_groups(student, 0.01, 1e-3)) == 2

@@ -8,8 +8,10 @@
 Trains the LiDAR teacher once (seed = the first of --seeds), then for every seed the camera +
 radar student arms: `nokd`; `l1`; `l1_l2` (L1 + L2 + its response term); `full` (L1 + L2 + L3 +
 response, no init); `init` (the teacher initialisation of the BEV encoder and head alone);
-`full_init` (full + init). Arms of one seed share initialisation and data order (train.py --seed),
-so arm - baseline differences are paired per seed. Every run is `python -m train.train` in a subprocess
+`full_init` (full + init); `nokd_nodepth` / `full_init_nodepth`, that pair without BEVDepth's
+LiDAR depth supervision (part of what LiDAR teaches is in every other row). Arms of one seed
+share initialisation and data order (train.py --seed), so arm - baseline differences are paired
+per seed. Every run is `python -m train.train` in a subprocess
 (the exact command is recorded), validated with the devkit at its end; its predictions are then
 scored once more:
 AP at each distance threshold, AP by ego-distance band, and the metrics of each val scene (for
@@ -56,23 +58,27 @@ METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 AP_THR = tuple(f"AP@{t:.1f}" for t in st.DIST_THRESHOLDS)
 RANGE_KEYS = tuple(st.range_key(b) for b in st.RANGE_BANDS)
 COMPARED = ("NDS", "mAP", "mATE", "mAOE", "mAVE", *AP_THR, *RANGE_KEYS)
-# arm -> (--model, --kd)
-ARMS: dict[str, tuple[str, str | None]] = {
-    "teacher": ("teacher", None),
-    "nokd": ("student", "none"),
-    "l1": ("student", "l1"),
-    "l1_l2": ("student", "l1,l2,resp"),          # the LiDAR -> fused level: L2 with its response term
-    "full": ("student", "l1,l2,l3,resp"),        # every IMKD loss term, no initialisation
-    "init": ("student", "init"),                 # the teacher initialisation alone
-    "full_init": ("student", "l1,l2,l3,resp,init"),
+# arm -> (--model, --kd, extra --set items of that arm)
+ARMS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "teacher": ("teacher", None, ()),
+    "nokd": ("student", "none", ()),
+    "l1": ("student", "l1", ()),
+    "l1_l2": ("student", "l1,l2,resp", ()),      # the LiDAR -> fused level: L2 with its response term
+    "full": ("student", "l1,l2,l3,resp", ()),    # every IMKD loss term, no initialisation
+    "init": ("student", "init", ()),             # the teacher initialisation alone
+    "full_init": ("student", "l1,l2,l3,resp,init", ()),
+    # the same pair without BEVDepth's LiDAR depth supervision (which every other row has)
+    "nokd_nodepth": ("student", "none", ("model.depth_supervision=false",)),
+    "full_init_nodepth": ("student", "l1,l2,l3,resp,init", ("model.depth_supervision=false",)),
 }
 LABELS = {"teacher": "LiDAR teacher", "nokd": "student, no KD", "l1": "student + L1",
           "l1_l2": "student + L1 + L2", "full": "student + L1 + L2 + L3 (full)", "init": "student + teacher init",
-          "full_init": "student + full + init"}
+          "full_init": "student + full + init", "nokd_nodepth": "student, no KD, no depth supervision",
+          "full_init_nodepth": "student + full + init, no depth supervision"}
 # (arm, baseline): each stage's marginal gain, and each arm against no KD
 COMPARISONS: tuple[tuple[str, str], ...] = (
     ("l1", "nokd"), ("l1_l2", "l1"), ("full", "l1_l2"), ("full", "nokd"),
-    ("init", "nokd"), ("full_init", "init"), ("full_init", "nokd"))
+    ("init", "nokd"), ("full_init", "init"), ("full_init", "nokd"), ("full_init_nodepth", "nokd_nodepth"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -153,7 +159,7 @@ def run_dir(args: argparse.Namespace, name: str, seed: int) -> Path:
 
 
 def run_command(args: argparse.Namespace, name: str, seed: int, teacher_ckpt: Path | None) -> list[str]:
-    model, kd = ARMS[name]
+    model, kd, arm_sets = ARMS[name]
     steps = args.teacher_steps if (model == "teacher" and args.teacher_steps) else args.steps
     lr = args.teacher_lr if (model == "teacher" and args.teacher_lr is not None) else args.lr
     cmd = [sys.executable, "-m", TRAIN, "--model", model, "--config", args.config, "--dataroot", args.dataroot,
@@ -161,7 +167,7 @@ def run_command(args: argparse.Namespace, name: str, seed: int, teacher_ckpt: Pa
            "--max-steps", str(steps), "--batch-size", str(args.batch_size), "--seed", str(seed),
            "--num-workers", str(args.num_workers), "--val-every", "0", "--device", args.device,
            "--out", str(run_dir(args, name, seed)), "--resume", "auto", "--no-progress"]
-    for item in args.overrides:
+    for item in (*args.overrides, *arm_sets):
         cmd += ["--set", item]
     if lr is not None:
         cmd += ["--lr", str(lr)]
@@ -353,8 +359,8 @@ def write_reports(args: argparse.Namespace, command: str, rows: list[dict[str, A
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": str(torch.__version__),
                     "device": rows[0].get("device") if rows else None},
         **meta,
-        "arms": {name: {"model": ARMS[name][0], "kd": ARMS[name][1]} for name in dict.fromkeys(r["name"]
-                                                                                             for r in rows)},
+        "arms": {name: {"model": ARMS[name][0], "kd": ARMS[name][1], "set": list(ARMS[name][2])}
+                 for name in dict.fromkeys(r["name"] for r in rows)},
         "means": st.arm_means(rows, (*METRICS, *AP_THR, *RANGE_KEYS)),
         "rows": rows,
         "comparisons": comps,

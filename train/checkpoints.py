@@ -91,8 +91,8 @@ def apply_forced(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.Lam
     """After loading a checkpoint's optimiser and scheduler (--resume --force): this command's peak
     lr and weight decay replace the run's; the schedule is this command's lambda (LambdaLR does not
     store lambdas), so the next step uses lr = --lr x lr_factor(step) of the new schedule."""
-    sched.base_lrs = [args.lr for _ in opt.param_groups]
+    sched.base_lrs = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
     for i, group in enumerate(opt.param_groups):
-        group["initial_lr"] = args.lr
-        group["weight_decay"] = args.weight_decay if i == 0 else 0.0  # param_groups(): decay, no-decay
-        group["lr"] = args.lr * sched.lr_lambdas[i](sched.last_epoch)
+        group["initial_lr"] = sched.base_lrs[i]
+        group["weight_decay"] = args.weight_decay if group.get("decay", i == 0) else 0.0
+        group["lr"] = sched.base_lrs[i] * sched.lr_lambdas[i](sched.last_epoch)

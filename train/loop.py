@@ -69,13 +69,21 @@ def lr_factor(step: int, total: int, warmup: int, kind: str = "cosine", min_rati
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms and biases (1-d parameters)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 scaled: tuple[list[torch.nn.Parameter], float] | None = None) -> list[dict[str, Any]]:
+    """No weight decay on norms and biases (1-d parameters); the parameters of `scaled`
+    (params, factor), e.g. the layers 'init' inherits, train at factor x lr. Each group records
+    its "decay" flag and "lr_scale" (what apply_forced re-applies)."""
+    slow = {id(p) for p in scaled[0]} if scaled else set()
+    factor = scaled[1] if scaled else 1.0
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim > 1, id(p) in slow), []).append(p)
+    order = [(True, False), (False, False), (True, True), (False, True)]
+    return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "decay": k[0],
+             "lr_scale": factor if k[1] else 1.0, "lr": lr * (factor if k[1] else 1.0)}
+            for k in order if groups.get(k)]
 
 
 # ============================================================================ helpers of the loop
@@ -181,7 +189,7 @@ class TrainingRun:
             model = Student(cfg, load_pretrained=True)
             # adapters that no enabled term uses would get no gradient (DDP requires one for every
             # trainable parameter): freeze them
-            model.adapter_r.requires_grad_(dc.l1)
+            model.adapter_r.requires_grad_(dc.l1 or cfg.model.radar_adapter_in_path)  # in the path: always
             model.adapter_m.requires_grad_(dc.l2)
             if self.needs_teacher:
                 self.teacher = load_teacher(args.teacher, cfg, self.device)
@@ -193,7 +201,11 @@ class TrainingRun:
         if env.enabled and args.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.raw = model
-        self.opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
+        scaled = None
+        if args.model == "student" and dc.init and dc.init_lr_scale != 1.0:
+            scaled = (model.inherited_parameters(), dc.init_lr_scale)
+        self.opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.lr, scaled), lr=args.lr,
+                                     betas=(0.9, 0.999))
         total, warmup = self.total_steps, self.warmup
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, total, warmup, args.schedule, args.min_lr_ratio))

@@ -179,20 +179,15 @@ def weight_coverage(teacher: Any, student: Any | None, reader: Any, cfg: Any, de
                                 cfg.model.min_radius)
         h_gt = targets["heatmap"].amax(1, keepdim=True)
         i_l = t_out["I_L"]
-        t_prob = torch.sigmoid(teacher.head.all_class_logits(t_out["heads"]))
-        if student is not None:
-            s_prob = torch.sigmoid(student.head.all_class_logits(student(batch)["heads"]))
-        else:
-            s_prob = torch.zeros_like(t_prob)
-        maps = {"W1_l1": i_l * (1 + dc.alpha * h_gt) * (i_l > 0),
-                "W2_l2": kd.selective_weights(t_out["F_L"], t_prob, s_prob, targets["heatmap"], dc.tau),
-                "W_resp": t_prob.amax(1, keepdim=True),
-                "I_L_l3_target": i_l}
+        t_logits = teacher.head.all_class_logits(t_out["heads"])
+        s_logits = (student.head.all_class_logits(student(batch)["heads"]) if student is not None
+                    else torch.full_like(t_logits, -20.0))
         on_box = box_mask(batch["gt_boxes"], batch["gt_labels"], grid)
         idx, valid = pillar_index(batch["radar"][..., :3], batch["radar_mask"], grid)
         B, (H, W) = i_l.shape[0], grid.shape
-        radar_occ = (scatter_sum(torch.ones(int(valid.sum()), device=device), idx[valid], B * H * W) > 0)
-        radar_occ = radar_occ.float().view(B, 1, H, W)
+        radar_count = scatter_sum(torch.ones(int(valid.sum()), device=device), idx[valid], B * H * W).view(B, 1, H, W)
+        radar_occ = (radar_count > 0).float()
+        maps = kd.weight_maps(dc, i_l, h_gt, radar_count, t_out["F_L"], t_logits, s_logits, targets["heatmap"])
         for name, w in maps.items():
             tot = float(w.sum())
             a = acc.setdefault(name, [0.0, 0.0, 0.0, 0.0, 0.0])

@@ -87,11 +87,14 @@ class Teacher(nn.Module):
         return self
 
     def forward(self, batch: Batch) -> dict:
-        """-> {'F_L' (B, C, H, W), 'heads' (per task {'hm', 'box'}), 'I_L' (B, 1, H, W)}."""
+        """-> {'F_L' (B, C, H, W), 'X_L' (its BEV encoder output), 'heads' (per task {'hm', 'box'}),
+        'I_L' (B, 1, H, W)}."""
         f_l = self.lidar_encoder(batch["lidar"], batch["lidar_mask"])
-        heads = self.head(self.bev_encoder(f_l))
-        i_l = kd.intensity_map(batch["lidar"], batch["lidar_mask"], self.cfg.grid, self.cfg.distill.intensity_sigma)
-        return {"F_L": f_l, "heads": heads, "I_L": i_l}
+        x_l = self.bev_encoder(f_l)
+        dc = self.cfg.distill
+        i_l = kd.intensity_map(batch["lidar"], batch["lidar_mask"], self.cfg.grid, dc.intensity_sigma,
+                               dc.intensity_ground_z, dc.intensity_scale)
+        return {"F_L": f_l, "X_L": x_l, "heads": self.head(x_l), "I_L": i_l}
 
     def loss(self, batch: Batch, out: dict) -> dict[str, torch.Tensor]:
         losses, _ = _det_losses(self.head, out["heads"], batch, self.cfg)
@@ -122,8 +125,9 @@ class Student(nn.Module):
                                   radar_input=m.radar_depth_input, n_blocks=m.depth_blocks)
         self.lift_splat = LiftSplat(cfg.grid, (H, W), self.feat_size, m.depth_bins, m.pool_cache_size)
         self.radar_encoder = RadarEncoder(cfg.grid, m.radar_pillar_channels, m.radar_channels, m.pillar_mlp_layers)
-        self.fusion = IntensityFusion(m.context_channels, m.radar_channels, m.bev_channels, m.fusion_hidden,
-                                      offset=m.fusion_offset)
+        fusion_radar = m.bev_channels if m.radar_adapter_in_path else m.radar_channels
+        self.fusion = IntensityFusion(m.context_channels, fusion_radar, m.bev_channels, m.fusion_hidden,
+                                      offset=m.fusion_offset, gate=m.fusion_gate)
         self.bev_encoder = BEVEncoder(m.bev_channels, m.bev_encoder_channels, m.bev_encoder_blocks,
                                       m.bev_encoder_strides, m.bev_fpn_channels)
         self.head = CenterHead(self.bev_encoder.out_channels, m.head_channels, m.task_groups, cfg.grid,
@@ -138,13 +142,19 @@ class Student(nn.Module):
     @torch.no_grad()
     def inherit_from(self, teacher: Teacher) -> None:
         """KD by initialisation ('init'): start the BEV encoder and head from the trained
-        teacher's (same architecture on the same grid) and make A_M the identity, so that L2
-        pulls F_M itself towards F_L, the input those inherited layers were trained on."""
+        teacher's (same architecture on the same grid) and freeze A_M at the identity, so that L2
+        can only fall by moving F_M itself towards F_L, the input those inherited layers were
+        trained on (a trainable A_M would absorb it)."""
         self.bev_encoder.load_state_dict(teacher.bev_encoder.state_dict())
         self.head.load_state_dict(teacher.head.state_dict())
         c = self.adapter_m.weight.shape[0]
         self.adapter_m.weight.copy_(torch.eye(c, dtype=self.adapter_m.weight.dtype).view(c, c, 1, 1))
         self.adapter_m.bias.zero_()
+        self.adapter_m.requires_grad_(False)
+
+    def inherited_parameters(self) -> list[nn.Parameter]:
+        """The parameters 'init' takes from the teacher (trained at distill.init_lr_scale)."""
+        return [*self.bev_encoder.parameters(), *self.head.parameters()]
 
     # ------------------------------------------------------------------ stages
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -174,8 +184,12 @@ class Student(nn.Module):
         return self.lift_splat(depth, context, batch["intrinsics"], batch["cam_to_ego"], batch["camera_mask"], cached)
 
     def radar_bev(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> F_R (B, C_R, H, W), RCS raster (B, 2, H, W)."""
-        return self.radar_encoder(batch["radar"], batch["radar_mask"])
+        """-> F_R (B, C_R, H, W; A_R(F_R) with C of F_M when model.radar_adapter_in_path), RCS
+        raster (B, 2, H, W)."""
+        f_r, rcs = self.radar_encoder(batch["radar"], batch["radar_mask"])
+        if self.cfg.model.radar_adapter_in_path:
+            f_r = self.adapter_r(f_r)
+        return f_r, rcs
 
     def fuse(self, f_c: torch.Tensor, f_r: torch.Tensor, rcs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Intensity-guided fusion -> {'F_M', 'I_hat', 'I_hat_logits', 'F_R_aligned', 'offset'?}."""
@@ -189,7 +203,8 @@ class Student(nn.Module):
 
     def forward(self, batch: Batch, timings: dict[str, float] | None = None,
                 pool_indices: PoolIndices | None = None) -> dict:
-        """-> {'heads', 'F_C', 'F_R', 'F_M', 'I_hat', 'I_hat_logits', 'depth', 'depth_logits', ...}.
+        """-> {'heads', 'X' (BEV encoder output), 'F_C', 'F_R', 'F_M', 'I_hat', 'I_hat_logits', 'depth',
+        'depth_logits', ...}.
 
         `timings` (optional dict) receives per-stage ms; `pool_indices` bypasses the cache.
         """
@@ -209,7 +224,7 @@ class Student(nn.Module):
             x = self.bev_encode(fused["F_M"])
         with t("head"):
             heads = self.heads(x)
-        return {"heads": heads, "F_C": f_c, "F_R": f_r, "rcs_raster": rcs, "depth": depth,
+        return {"heads": heads, "X": x, "F_C": f_c, "F_R": f_r, "rcs_raster": rcs, "depth": depth,
                 "depth_logits": depth_logits, **fused}
 
     def decode(self, out: dict) -> list[Detection]:
@@ -232,10 +247,10 @@ class Student(nn.Module):
     def loss(self, batch: Batch, out: dict, teacher_out: dict | None = None,
              distill_cfg: DistillConfig | None = None) -> dict[str, torch.Tensor]:
         """Detection loss ('det_hm', 'det_bbox', ['det_depth'], 'det') + enabled KD terms
-        ('l1', 'l2', 'l3', 'resp', unweighted) and the weighted 'total'.
+        (unweighted: 'l1'; 'l2' with 'bev'; 'resp' with 'resp_box'; 'l3') and the weighted 'total'.
 
-        L1/L2/resp need `teacher_out` (Teacher.forward); L3 takes I_L from it or, without a
-        teacher, from the batch's LiDAR.
+        L1/L2/resp need `teacher_out` (Teacher.forward); L3 on I_L takes it from there or, without
+        a teacher, from the batch's LiDAR; L3 on objectness needs the teacher.
         """
         dc = distill_cfg or self.cfg.distill
         m = self.cfg.model
@@ -249,30 +264,45 @@ class Student(nn.Module):
             raise ValueError("distillation terms l1/l2/resp are enabled but no teacher_out was given "
                              "(pass Teacher.forward(batch) or switch them off in DistillConfig)")
         i_l = None
-        if dc.l1 or dc.l3:
+        if dc.l1 or (dc.l3 and dc.l3_target == "intensity"):
             if teacher_out is not None:
                 i_l = teacher_out["I_L"]
             elif "lidar" in batch:
-                i_l = kd.intensity_map(batch["lidar"], batch["lidar_mask"], self.cfg.grid, dc.intensity_sigma)
+                i_l = kd.intensity_map(batch["lidar"], batch["lidar_mask"], self.cfg.grid, dc.intensity_sigma,
+                                       dc.intensity_ground_z, dc.intensity_scale)
             else:
                 raise ValueError("L3 needs the LiDAR intensity map: give teacher_out or lidar in the batch")
-        if dc.l1:
-            h_gt = targets["heatmap"].amax(1, keepdim=True)
-            losses["l1"] = kd.l1_radar_distill(self.adapter_r(out["F_R"]), teacher_out["F_L"], i_l, h_gt, dc.alpha)
-            total = total + dc.l1_weight * losses["l1"]
-        if dc.l2 or dc.resp:
+        if dc.l3 and dc.l3_target == "objectness" and teacher_out is None:
+            raise ValueError("L3 on the teacher's objectness needs teacher_out")
+        t_logits = s_logits = None
+        if teacher_out is not None and (dc.l2 or dc.resp or dc.l3):
             s_logits = self.head.all_class_logits(out["heads"])
             t_logits = self.head.all_class_logits(teacher_out["heads"]).detach()
+        if dc.l1:
+            a_r = out["F_R"] if m.radar_adapter_in_path else self.adapter_r(out["F_R"])
+            w1 = kd.l1_weights(i_l, targets["heatmap"].amax(1, keepdim=True),
+                               kd.radar_active(out["rcs_raster"][:, 1:2], dc.l1_dilation), dc.alpha)
+            losses["l1"] = kd.l1_radar_distill(a_r, teacher_out["F_L"], w1, dc.normalise)
+            total = total + dc.l1_weight * losses["l1"]
         if dc.l2:
             w2 = kd.selective_weights(teacher_out["F_L"], torch.sigmoid(t_logits), torch.sigmoid(s_logits),
                                       targets["heatmap"], dc.tau)
-            losses["l2"] = kd.l2_fused_distill(self.adapter_m(out["F_M"]), teacher_out["F_L"], w2)
+            losses["l2"] = kd.l2_fused_distill(self.adapter_m(out["F_M"]), teacher_out["F_L"], w2, dc.normalise)
             total = total + dc.l2_weight * losses["l2"]
+            if dc.bev_weight > 0:
+                losses["bev"] = kd.masked_feature_distill(out["X"], teacher_out["X_L"],
+                                                          kd.teacher_objectness(t_logits), dc.normalise)
+                total = total + dc.bev_weight * losses["bev"]
         if dc.resp:
             losses["resp"] = kd.response_distill(s_logits, t_logits)
             total = total + dc.resp_weight * losses["resp"]
+            if dc.resp_box_weight > 0:
+                losses["resp_box"] = kd.box_response_distill(out["heads"], teacher_out["heads"], m.code_weights,
+                                                               dc.resp_box_min_prob)
+                total = total + dc.resp_box_weight * losses["resp_box"]
         if dc.l3:
-            losses["l3"] = kd.l3_intensity_bce(out["I_hat_logits"], i_l)
+            target = kd.teacher_objectness(t_logits) if dc.l3_target == "objectness" else i_l
+            losses["l3"] = kd.l3_intensity_bce(out["I_hat_logits"], target)
             total = total + dc.l3_weight * losses["l3"]
         losses["total"] = total
         return losses

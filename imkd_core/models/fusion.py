@@ -5,8 +5,11 @@
    initialisation the warp is the identity.
 2. An intensity map I_hat (B, 1, H, W, sigmoid) is predicted from [F_C, F_R, RCS raster]; in
    training it is supervised by the teacher's LiDAR intensity map I_L (L3).
-3. Gating: F_C' = F_C * (1 + tanh(g_c(I_hat))), F_R' = F_R * sigmoid(g_r([I_hat, F_C]))
-   (g_c a per-channel affine map of I_hat, i.e. a 1x1 conv on one channel; g_r a 1x1 conv).
+3. Gating, F_R' = F_R * sigmoid(g_r([I_hat, F_C])) (g_r a 1x1 conv) and for the camera either
+   "soft": F_C' = F_C * (1 + tanh(g_c(I_hat))) (g_c a per-channel affine map of I_hat), or
+   "strong": F_C' = F_C * 2 sigmoid(g_c(logit(I_hat) - prior)) with g_c starting as the identity,
+   so at the prior the gate is 1, on a confident object cell about 2 and on a cell the branch
+   is sure is empty near 0 (the soft gate moves F_C by only about +-12 % at initialisation).
 4. F_M = conv([F_C', F_R']).
 """
 
@@ -46,8 +49,11 @@ class IntensityFusion(nn.Module):
     """(F_C, F_R, RCS raster) -> F_M, I_hat (+ its logits and the offset field in cells)."""
 
     def __init__(self, cam_channels: int, radar_channels: int, out_channels: int, hidden: int = 32,
-                 offset: bool = True) -> None:
+                 offset: bool = True, gate: str = "soft") -> None:
         super().__init__()
+        if gate not in ("soft", "strong"):
+            raise ValueError(f"gate must be 'soft' or 'strong', got {gate!r}")
+        self.gate = gate
         cc, cr = cam_channels, radar_channels
         self.offset = nn.Conv2d(cc + cr, 2, 3, 1, 1) if offset else None
         if self.offset is not None:
@@ -58,6 +64,8 @@ class IntensityFusion(nn.Module):
             nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 3, 1, 1))
         nn.init.constant_(self.intensity[-1].bias, INTENSITY_PRIOR_BIAS)
         self.g_c = ChannelAffine(cc)
+        if gate == "strong":
+            nn.init.ones_(self.g_c.weight)
         self.g_r = nn.Conv2d(1 + cc, cr, 1)
         self.out = nn.Sequential(nn.Conv2d(cc + cr, out_channels, 3, 1, 1, bias=False),
                                  nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
@@ -74,7 +82,10 @@ class IntensityFusion(nn.Module):
             out["offset"] = off
         logits = self.intensity(torch.cat([f_c, f_r, rcs], 1))
         i_hat = torch.sigmoid(logits)
-        f_c2 = f_c * (1 + torch.tanh(self.g_c(i_hat)))
+        if self.gate == "strong":
+            f_c2 = f_c * (2 * torch.sigmoid(self.g_c(logits - INTENSITY_PRIOR_BIAS)))
+        else:
+            f_c2 = f_c * (1 + torch.tanh(self.g_c(i_hat)))
         f_r2 = f_r * torch.sigmoid(self.g_r(torch.cat([i_hat, f_c], 1)))
         out.update(F_M=self.out(torch.cat([f_c2, f_r2], 1)), I_hat=i_hat, I_hat_logits=logits, F_R_aligned=f_r)
         return out
