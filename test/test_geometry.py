@@ -48,7 +48,6 @@ def test_wxyz_matches_pyquaternion_and_xyzw_is_the_same_rotation() -> None:
     np.testing.assert_array_equal(G.quat_xyzw_to_matrix(xyzw), R)
     # normalised here: a scaled quaternion is the same rotation
     np.testing.assert_allclose(G.quat_wxyz_to_matrix(3.0 * q), R, atol=1e-12)
-    assert G.quat_to_matrix is G.quat_wxyz_to_matrix
 
 
 def test_matrix_to_quaternion_round_trip_including_half_turns() -> None:
