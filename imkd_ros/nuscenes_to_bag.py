@@ -92,7 +92,6 @@ import numpy as np
 
 from imkd_core.data.nuscenes import load_nuscenes
 from imkd_core.errors import UserError, cli_main, writable_dir
-from imkd_core.pcd import parse_pcd
 from imkd_ros.bag_messages import (
     BAG_VERSIONS,
     DEFAULT_DISTRO,
@@ -100,7 +99,6 @@ from imkd_ros.bag_messages import (
     camera_info_msg,
     check_markers_cdr,
     check_sensor_cdr,
-    compressed_image_msg,
     get_typestore,
     image_file_cdr,
     lidar_file_cdr,
@@ -145,8 +143,8 @@ from imkd_ros.topics import (
 # topic names and frames live in imkd_ros.topics).
 __all__ = [
     "BAG_VERSIONS", "DEFAULT_DISTRO", "ConversionStats", "ConvertOptions", "CorruptInputError",
-    "UnsafeSceneNameError", "bag_dir", "compressed_image_msg", "convert_scene", "format_summary", "get_typestore",
-    "load_nuscenes", "main", "parse_pcd", "plan_scene",
+    "UnsafeSceneNameError", "bag_dir", "convert_scene", "format_summary", "get_typestore",
+    "load_nuscenes", "main", "plan_scene",
 ]
 
 # ----------------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from imkd_ros import nuscenes_to_bag as n2b
+from imkd_ros.bag_messages import compressed_image_msg
 from imkd_ros.bag_plan import EVENT_SENSOR, _category_map
+from imkd_ros.topics import IMAGE_TYPE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,10 +46,10 @@ def raw_write(payloads: list[tuple[int, bytes]], bag: Path, storage: str, distro
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     t0, c0 = time.perf_counter(), time.process_time()
     with Writer(bag, version=n2b.BAG_VERSIONS[distro], storage_plugin=plugin) as writer:
-        conn = writer.add_connection("/raw/compressed", n2b.IMAGE_TYPE, typestore=ts)
+        conn = writer.add_connection("/raw/compressed", IMAGE_TYPE, typestore=ts)
         for stamp, data in payloads:
-            msg = n2b.compressed_image_msg(ts, stamp, "raw", data)
-            writer.write(conn, stamp, ts.serialize_cdr(msg, n2b.IMAGE_TYPE))
+            msg = compressed_image_msg(ts, stamp, "raw", data)
+            writer.write(conn, stamp, ts.serialize_cdr(msg, IMAGE_TYPE))
     n2b._fsync_tree(bag)
     return time.perf_counter() - t0, time.process_time() - c0
 

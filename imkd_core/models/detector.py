@@ -275,7 +275,7 @@ class Student(nn.Module):
         if dc.l3 and dc.l3_target == "objectness" and teacher_out is None:
             raise ValueError("L3 on the teacher's objectness needs teacher_out")
         t_logits = s_logits = None
-        if teacher_out is not None and (dc.l2 or dc.resp or dc.l3):
+        if teacher_out is not None and (dc.l2 or dc.resp or (dc.l3 and dc.l3_target == "objectness")):
             s_logits = self.head.all_class_logits(out["heads"])
             t_logits = self.head.all_class_logits(teacher_out["heads"]).detach()
         if dc.l1:

@@ -156,20 +156,15 @@ def box_response_distill(student_heads: list[dict[str, torch.Tensor]], teacher_h
     """Box-level response term: per task, the weighted L1 between the student's and the teacher's
     box codes (B, 10, H, W) at cells where the teacher's objectness of that task exceeds
     `min_prob`, weighted by that objectness; averaged over tasks that have such cells."""
-    cw = None
-    terms = []
-    for s, t in zip(student_heads, teacher_heads):
-        p = torch.sigmoid(t["hm"].detach()).amax(1, keepdim=True)
+    cw = torch.tensor(code_weights, device=student_heads[0]["box"].device, dtype=torch.float32).view(1, -1, 1, 1)
+    means, present = [], []
+    for s, t in zip(student_heads, teacher_heads):   # no host sync: tasks without such cells weigh 0
+        p = torch.sigmoid(t["hm"].detach().float()).amax(1, keepdim=True)
         w = p * (p > min_prob)
-        if not bool((w > 0).any()):
-            continue
-        if cw is None:
-            cw = torch.tensor(code_weights, device=p.device, dtype=torch.float32).view(1, -1, 1, 1)
         err = ((s["box"].float() - t["box"].detach().float()).abs() * cw).sum(1, keepdim=True) / cw.sum()
-        terms.append(_weighted_mean(err, w))
-    if not terms:
-        return student_heads[0]["box"].sum() * 0.0
-    return torch.stack(terms).mean()
+        means.append(_weighted_mean(err, w))
+        present.append((w.sum() > 0).float())
+    return torch.stack(means).sum() / torch.stack(present).sum().clamp(min=1.0)
 
 
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
