@@ -75,10 +75,8 @@ def synthetic_root(config: dict) -> Path:
 
 
 def synthetic() -> DatasetSpec:
-    try:
-        from imkd_core.data import synthetic as synth
-    except ImportError as exc:  # the generator is developed alongside
-        pytest.skip(f"synthetic generator unavailable: {exc}")
+    from imkd_core.data import synthetic as synth
+
     cfg = synth.SyntheticConfig(**SYNTH_CONFIG)
     root = synthetic_root(SYNTH_CONFIG)
     n_val = synth.n_val_scenes(cfg)
