@@ -92,6 +92,8 @@ _CLASS_SPEC: dict[str, dict[str, Any]] = {
     "bin": dict(size=(0.65, 0.60, 1.05), jit=0.05, inten=(25, 8), rcs=(-2, 3), p=0.4, extra=0.0),
 }
 _VEHICLES = ("car", "truck", "construction_vehicle", "bus", "trailer")
+# Classes with a LiDAR front and back: vehicles, and cycles (rear reflector, tail light, dark front).
+_FACED = (*_VEHICLES, "bicycle", "motorcycle")
 # Static clutter kinds: LiDAR intensity (mean, std) and radar RCS range.
 _CLUTTER_SPEC: dict[str, dict[str, Any]] = {
     "building": dict(inten=(25, 10), rcs=(2.0, 20.0)),

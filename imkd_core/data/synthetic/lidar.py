@@ -136,15 +136,16 @@ def cast_lidar(world: SceneWorld, t: float, rng: np.random.Generator) -> tuple[n
     ground = hid < 0
     dep[ground] += rng.normal(0.0, 0.012, int(ground.sum()))
     pts = dirs * dep[:, None]
-    # intensity: per box class/material, ground by texture material. Vehicles have a front and a
-    # back in LiDAR too: the front (windscreen, dark grille) returns weakly, the back (number
-    # plate, tail-light reflectors) strongly, with retro-reflector hits on the back only.
+    # intensity: per box class/material, ground by texture material. Vehicles and cycles have a
+    # front and a back in LiDAR too: the front (windscreen, dark grille, fork) returns weakly, the
+    # back (number plate, tail-light and rear reflectors) strongly, with retro-reflector hits on
+    # the back only.
     inten = np.empty(len(dep))
     box_int = np.concatenate([world.obj_inten, world.clutter_inten])
     ob = ~ground
     bi = hid[ob]
     inten[ob] = box_int[bi, 0] + box_int[bi, 1] * rng.standard_normal(bi.size)
-    veh = (bi < world.n_objects) & world.obj_vehicle[np.minimum(bi, world.n_objects - 1)]
+    veh = (bi < world.n_objects) & world.obj_faced[np.minimum(bi, world.n_objects - 1)]
     fo = face[ob]
     inten[ob] = np.where(veh & (fo > 0), 0.3 * inten[ob], inten[ob])
     inten[ob] = np.where(veh & (fo < 0), inten[ob] + 70.0, inten[ob])

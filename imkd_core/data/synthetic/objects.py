@@ -72,6 +72,12 @@ class _Spawner:
     def u(self, a: float, b: float) -> float:
         return float(self.rng.uniform(a, b))
 
+    def facing_road(self, side: int) -> float:
+        """Yaw offset of a person standing or sitting beside the road on `side` (+1 left): facing
+        the road, give or take 35 degrees (waiting, watching traffic, on a bench). A random yaw
+        would make a still person's heading unlearnable from any sensor."""
+        return -side * np.pi / 2 + self.u(-0.6, 0.6)
+
     def vehicle(self, kind: str) -> list[tuple[str, str, tuple[float, float, float], bool]]:
         """A vehicle unit (front to back): kind 'truck_trailer' is a truck hauling a trailer."""
         if kind == "truck_trailer":
@@ -125,7 +131,7 @@ class _Spawner:
                 if any(a < s < b for a, b in cv_spans):
                     continue
                 self.add("pedestrian", "human.pedestrian.construction_worker",
-                         s0=s, d=side * (self.o_lane + self.u(1.1, 3.6)), yaw_off=self.u(-np.pi, np.pi))
+                         s0=s, d=side * (self.o_lane + self.u(1.1, 3.6)), yaw_off=self.facing_road(side))
 
     def parked_unit(self, side: int, kind: str, s_front: float, parked: bool = True) -> float:
         """Park a vehicle unit with its front at s_front (in traffic direction); return its length."""
@@ -156,7 +162,7 @@ class _Spawner:
                         for _ in range(int(self.rng.integers(2, 5))):
                             self.add("pedestrian", "human.pedestrian.adult", s0=s + self.u(-8, 2),
                                      d=side * (self.o_kerb + self.u(1.0, self.sw - 0.5)),
-                                     yaw_off=self.u(-np.pi, np.pi))
+                                     yaw_off=self.facing_road(side))
                     break
 
     def parking(self, p_park: float) -> None:
@@ -264,9 +270,9 @@ class _Spawner:
                     self.add("bin", "movable_object.pushable_pullable", s0=s, d=d, yaw_off=self.u(-0.2, 0.2))
                 elif r < 0.27:
                     self.add("pedestrian", "human.pedestrian.adult", size=_size(rng, "pedestrian", (1.2, 1, 0.72)),
-                             s0=s, d=d, yaw_off=self.u(-np.pi, np.pi), sitting=True)
+                             s0=s, d=d, yaw_off=self.facing_road(side), sitting=True)
                 else:
-                    self.add("pedestrian", "human.pedestrian.adult", s0=s, d=d, yaw_off=self.u(-np.pi, np.pi))
+                    self.add("pedestrian", "human.pedestrian.adult", s0=s, d=d, yaw_off=self.facing_road(side))
 
     def extras(self, zone_side: int) -> None:
         """Cone groups in the bike lane and barrier groups on the sidewalk."""

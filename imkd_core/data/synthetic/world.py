@@ -31,6 +31,7 @@ from imkd_core.data.synthetic.config import (
     _T0_US,
     _TEX_MARGIN,
     _TEX_RES,
+    _FACED,
     _VEHICLES,
     SyntheticConfig,
     _token,
@@ -221,6 +222,7 @@ class SceneWorld:
         self.obj_pdet = np.array([s["p"] for s in specs], np.float64)
         self.obj_extra = np.array([s["extra"] for s in specs], np.float64)
         self.obj_vehicle = np.array([c in _VEHICLES for c in self.obj_cls], bool)
+        self.obj_faced = np.array([c in _FACED for c in self.obj_cls], bool)
 
     def _build_clutter(self, rng: np.random.Generator, lo: float, hi: float) -> None:
         kinds: list[str] = []
