@@ -46,8 +46,8 @@ def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pyte
     cmd = [sys.executable, "-m", "train.ablate", "--dataroot", str(world), "--version", VERSION,
            "--config", str(cfg), "--arms", "nokd,l1", "--seeds", "0,1", "--steps", "2", "--teacher-steps", "2",
            "--batch-size", "2", "--num-workers", "0", "--threads", "1", "--time-budget-min", "0",
-           "--probes", "--n-boot", "200", "--keep-teacher-cache", "--out", str(out), "--json", str(js),
-           "--md", str(md)]
+           "--probes", "--probe-arms", "l1", "--n-boot", "200", "--keep-teacher-cache", "--out", str(out),
+           "--json", str(js), "--md", str(md)]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(js.read_text())
@@ -70,7 +70,8 @@ def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pyte
         assert c["ci95"][0] < c["diff"] < c["ci95"][1]
     for metric in ("mAP", "mATE", "mAOE", "mAVE", "AP@0.5", "AP@1.0", "AP@2.0", "AP@4.0", "mAP@35-50m"):
         assert ("l1", "nokd", metric) in comps
-    for name in ("nokd", "l1"):
+    assert "probes" not in by[("nokd", 0)] and "probes" not in by[("l1", 1)]  # --probe-arms, --probe-seeds
+    for name in ("l1",):
         p = by[(name, 0)]["probes"]
         for k in ("NDS", "radar_zeroed_NDS", "intensity_const_NDS", "cameras_masked_NDS"):
             assert 0.0 <= p[k] <= 1.0

@@ -15,10 +15,10 @@ per seed. Every run is `python -m train.train` in a subprocess
 (the exact command is recorded), validated with the devkit at its end; its predictions are then
 scored once more:
 AP at each distance threshold, AP by ego-distance band, and the metrics of each val scene (for
-the scene bootstrap). With --probes, the runs of --probe-seeds (default: the first seed) are also
-evaluated with radar zeroed, the predicted intensity map held constant and the cameras masked,
-with the depth head's accuracy against LiDAR, plus the coverage of the distillation weight maps
-(train/probes.py).
+the scene bootstrap). With --probes, the runs of --probe-seeds (default: the first seed) and
+--probe-arms (default: all) are also evaluated with radar zeroed, the predicted intensity map held
+constant and the cameras masked, with the depth head's accuracy against LiDAR, plus the coverage
+of the distillation weight maps (train/probes.py).
 
 Report (train/ablation_stats.py): per arm the mean over seeds; per comparison (COMPARISONS) the
 paired difference with a t interval over seeds (`ci95`) and a bootstrap over val scenes
@@ -117,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-limit", type=int, default=0, help="probes on the first N val samples (0 = all)")
     p.add_argument("--probe-seeds", default=None,
                    help="comma list of the seeds whose runs are probed (default: the first of --seeds; 'all')")
+    p.add_argument("--probe-arms", default=None,
+                   help="comma list of the arms whose runs are probed (default: every student arm)")
     p.add_argument("--extra", default="", help="extra train.py arguments for every run (one shell-quoted string)")
     p.add_argument("--out", default="runs/ablation", help="folder of the runs")
     p.add_argument("--md", default=str(REPO / "docs" / "ablation.md"))
@@ -143,9 +145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             p.error(f"--probe-seeds: comma list of integers or 'all', got {args.probe_seeds!r}")
     args.arm_names = [r.strip() for r in args.arms.split(",") if r.strip()]
-    bad = sorted(set(args.arm_names) - set(ARMS))
-    if bad:
-        p.error(f"--arms: unknown {bad}; known {list(ARMS)}")
+    args.probe_arm_list = ([r.strip() for r in args.probe_arms.split(",") if r.strip()]
+                           if args.probe_arms else list(ARMS))
+    for flag, names in (("--arms", args.arm_names), ("--probe-arms", args.probe_arm_list)):
+        bad = sorted(set(names) - set(ARMS))
+        if bad:
+            p.error(f"{flag}: unknown {bad}; known {list(ARMS)}")
     return args
 
 
@@ -497,7 +502,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 subprocess.run(cmd_c, cwd=REPO, stdout=subprocess.DEVNULL, text=True)
                 cov = _load_json(rdir / "weight_coverage.json")
             meta["weight_coverage"] = (cov or {}).get("weight_coverage")
-        if name != "teacher" and args.probes and seed in args.probe_seed_list:
+        if name != "teacher" and args.probes and seed in args.probe_seed_list and name in args.probe_arm_list:
             row["probes"] = run_probes(args, rdir, teacher_ckpt)
         rows.append(row)
         last_of_seed = name != "teacher" and all(s != seed for _, s in plan[k + 1:])
