@@ -1,4 +1,4 @@
-"""Gradient norm of each loss term (det, L1, L2, resp, L3) on a student's parameters.
+"""Gradient norm of each loss term (det, L1, L2 + bev, resp + resp_box, L3) on a student's parameters.
 
     python -m train.kd_gradients --dataroot D --version V --train-scenes 'synth-train-*' \
         --teacher runs/ablation/teacher/best.pt [--set data.lidar_sweeps=10 ...] \
@@ -30,7 +30,7 @@ from train.checkpoints import load_teacher
 from train.data import build_readers, make_dataset
 from train.run_config import build_config
 
-TERMS = ("det", "l1", "l2", "resp", "l3")
+TERMS = ("det", "l1", "l2", "bev", "resp", "resp_box", "l3")  # bev is part of L2, resp_box of resp
 
 
 def gradient_norms(student: Student, teacher: torch.nn.Module, batches: list[dict]) -> dict[str, dict[str, float]]:
