@@ -232,15 +232,11 @@ class _Job:
 
 
 def _resize(image: np.ndarray, K: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to (H, W) and scale K to match (the shared pixel-centre convention). Imported
-    here: imkd_core.preprocess pulls in torch, which a same-size rig (nuScenes) never needs."""
-    import cv2
+    """Resize to (H, W) and scale K to match, as the offline reader does. Imported here:
+    imkd_core.preprocess pulls in torch, which a same-size rig (nuScenes) never needs."""
+    from imkd_core.preprocess import resize_with_intrinsics
 
-    from imkd_core.preprocess import scale_intrinsics
-
-    h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if h * w > H * W else cv2.INTER_LINEAR
-    return cv2.resize(image, (W, H), interpolation=interp), scale_intrinsics(K, W / w, H / h)
+    return resize_with_intrinsics(image, K, H, W)
 
 
 class FrameAssembler:

@@ -1,0 +1,114 @@
+"""Rig files: the shipped rigs load, the nuScenes rig is the one imkd_core.frame and the topic table
+describe, bad files give one-line errors (exit 2 in the command-line tools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from imkd_core.data.synthetic.config import RIG as SYNTHETIC_RIG
+from imkd_core.frame import CAMERAS, LIDAR, RADARS
+from imkd_core.radar import RADAR_FIELD_INDEX, RADAR_PCD_FIELDS, canonical_radar, radar_filter_mask
+from imkd_core.rig import RIG_DIR, RigError, load_rig, rig_from_dict, rig_mismatch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_nuscenes_rig_is_the_frame_order_and_the_topic_table() -> None:
+    from imkd_ros import topics
+
+    rig = load_rig("nuscenes")
+    assert rig.camera_names == CAMERAS and rig.radar_names == RADARS and rig.lidar.name == LIDAR
+    assert rig.reference_camera == "CAM_FRONT" and (rig.radar_sweeps, rig.lidar_sweeps) == (6, 10)
+    assert tuple(c.topic for c in rig.cameras) == topics.IMAGE_TOPICS
+    assert tuple(c.info_topic for c in rig.cameras) == topics.CAMERA_INFO_TOPICS
+    assert tuple(r.topic for r in rig.radars) == topics.RADAR_TOPICS
+    assert [c.frame for c in rig.cameras] == [topics.sensor_frame(c) for c in CAMERAS]
+    assert all(r.nuscenes_layout for r in rig.radars)
+    for c in rig.cameras:  # the generator's calibration, float for float
+        assert (c.translation, c.rotation, c.intrinsic) == SYNTHETIC_RIG[c.name]
+    assert [c.sync_offset for c in rig.cameras] == [0.0, 0.0, 0.0, 0.0, 0.0, -0.01]
+
+
+def test_config_rigs_is_the_package_copy() -> None:
+    assert (REPO / "config" / "rigs").resolve() == RIG_DIR
+    assert {p.name for p in RIG_DIR.glob("*.yaml")} >= {"nuscenes.yaml", "compact4.yaml"}
+
+
+def test_compact4_rig() -> None:
+    rig = load_rig("compact4")
+    assert len(rig.cameras) == 4 and len(rig.radars) == 2
+    assert len({c.image_size for c in rig.cameras}) == 3
+    front = rig.cameras[0]
+    K, T = rig.calibration((front.image_size[1], front.image_size[0]))
+    fov = 2 * np.degrees(np.arctan(front.image_size[0] / 2 / K[0, 0, 0]))
+    assert fov == pytest.approx(120.0)
+    assert T[0][:3, 2] @ np.array([1.0, 0.0, 0.0]) > 0.99     # optical z looks forward
+    assert T[1][:3, 2] @ np.array([0.0, -1.0, 0.0]) > 0.99    # CAM_RIGHT looks right
+    assert T[0][:3, 1] @ np.array([0.0, 0.0, -1.0]) > 0.99    # optical y points down
+    for r in rig.radars:
+        assert set(r.source_fields) == {"x", "y", "z", "rcs", "vx", "vy"} and not r.nuscenes_layout
+    assert load_rig(REPO / "config" / "rigs" / "compact4.yaml") == rig
+
+
+def test_rig_mismatch_names_both_rigs() -> None:
+    nus, c4 = load_rig("nuscenes"), load_rig("compact4")
+    assert rig_mismatch(nus, nus) is None and rig_mismatch(c4, c4.signature()) is None
+    msg = rig_mismatch(c4, nus)
+    assert "'compact4' (4 cameras" in msg and "'nuscenes' (6 cameras" in msg and "\n" not in msg
+
+
+def test_canonical_radar_keeps_filters_only_where_fields_exist() -> None:
+    cols = {"x": np.array([1.0, 2.0]), "y": np.zeros(2), "z": np.zeros(2), "rcs": np.array([3.0, 4.0]),
+            "vx": np.array([0.5, 0.0]), "vy": np.zeros(2)}
+    fields = {"x": "x", "y": "y", "z": "z", "rcs": "rcs", "vx_comp": "vx", "vy_comp": "vy"}
+    pts = canonical_radar(cols, fields, 2)
+    assert pts.shape == (len(RADAR_PCD_FIELDS), 2)
+    assert radar_filter_mask(pts).all()  # no state fields: no state rule drops anything
+    assert pts[RADAR_FIELD_INDEX["vx_comp"], 0] == 0.5 and pts[RADAR_FIELD_INDEX["rcs"], 1] == 4.0
+    cols["ambig_state"] = np.array([3.0, 1.0])  # a radar that does publish the Doppler state
+    assert radar_filter_mask(canonical_radar(cols, {**fields, "ambig_state": "ambig_state"}, 2)).tolist() == [True,
+                                                                                                              False]
+
+
+def _minimal() -> dict:
+    return {"name": "r", "cameras": [{"name": "C", "image_size": [64, 32], "fov_deg": 90, "translation": [0, 0, 1],
+                                      "yaw_deg": 0}],
+            "radars": [{"name": "R", "fields": {"x": "x", "y": "y", "z": "z", "rcs": "rcs", "vx_comp": "vx",
+                                                "vy_comp": "vy"}, "translation": [0, 0, 0], "yaw_deg": 0}]}
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("cameras"), "'cameras' must be a non-empty list"),
+    (lambda d: d["cameras"][0].pop("fov_deg"), "needs 'intrinsic'"),
+    (lambda d: d["radars"][0]["fields"].pop("rcs"), r"lacks rcs \(needed by the model\)"),
+    (lambda d: d["radars"][0]["fields"].update(speed="v"), "unknown column"),
+    (lambda d: d["cameras"][0].update(colour="red"), "unknown key"),
+    (lambda d: d["cameras"].append(dict(d["cameras"][0])), "names must be distinct"),
+    (lambda d: (d["cameras"][0].pop("yaw_deg"), d["cameras"][0].update(rotation=[1, 1, 0, 0])), "unit quaternion"),
+    (lambda d: d.update(radar_sweeps=0), "radar_sweeps must be an integer >= 1"),
+    (lambda d: d["cameras"][0].update(input_size=[100, 64]), "multiples of 32"),
+])
+def test_bad_rig_is_one_line(edit, match) -> None:
+    d = _minimal()
+    rig_from_dict(d)  # the untouched one is fine
+    edit(d)
+    with pytest.raises(RigError, match=match) as e:
+        rig_from_dict(d, "my.yaml")
+    assert "\n" not in str(e.value) and "my.yaml" in str(e.value)
+
+
+def test_unknown_and_unreadable_rig_files(tmp_path: Path) -> None:
+    with pytest.raises(RigError, match="unknown rig 'nope'; shipped rigs: compact4, nuscenes"):
+        load_rig("nope")
+    with pytest.raises(RigError, match="No such file"):
+        load_rig(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RigError, match="not YAML"):
+        load_rig(bad)
+    bad.write_text(yaml.safe_dump(_minimal()))
+    assert load_rig(bad).camera_names == ("C",)
