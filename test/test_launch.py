@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from imkd_core.rig import load_rig
 from imkd_ros.diagnostics import BAD_KINDS
 from imkd_ros.params import (
     PARAMS,
@@ -109,7 +110,7 @@ def test_validate_params_names_every_problem() -> None:
     assert validate_params(p) == []
     bad = {**p, "score_threshold": 1.0, "image_topics": ["/a"], "device": "gpu", "sync_window": 0.0,
            "jpeg_reduction": 3, "camera_timeout": 1, "fixed_frame": "base_link"}
-    errors = "\n".join(validate_params(bad))
+    errors = "\n".join(validate_params(bad, load_rig("nuscenes")))  # the list lengths are the rig's
     for name in ("score_threshold", "image_topics", "device", "sync_window", "jpeg_reduction", "camera_timeout",
                  "fixed_frame"):
         assert name in errors
