@@ -245,6 +245,12 @@ def default_params() -> dict[str, Any]:
     return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
 
 
+# Parameters whose defaults come from the rig (rig_defaults). config/detector.yaml shows them as
+# comments: a params file that set them would pin nuScenes' topics whatever the rig.
+RIG_PARAMS: tuple[str, ...] = ("image_topics", "camera_info_topics", "radar_topics", "trigger_camera",
+                               "camera_offsets")
+
+
 def rig_defaults(rig: Rig) -> dict[str, Any]:
     """The parameters whose defaults come from the rig: topics, trigger camera, camera offsets."""
     return {"image_topics": [c.topic for c in rig.cameras], "camera_info_topics": [c.info_topic for c in rig.cameras],
@@ -323,12 +329,20 @@ def effective_params(params_files: Sequence[str | Path] = (), overrides: Mapping
     turn (the sections whose node key matches the node's name `fqn`), then `overrides` (-p
     name:=value); later ones win. For tools that must know the node's settings without asking it."""
     values = default_params()
+    given: set[str] = set()
     for path in params_files:
         doc = param_files.load_yaml(Path(path).read_text()) or {}
         for key, body in doc.items() if isinstance(doc, dict) else ():
             if isinstance(body, dict) and param_files.key_matches(key, fqn):
-                values.update({k: v for k, v in (body.get("ros__parameters") or {}).items() if k in PARAM_SPECS})
+                body = {k: v for k, v in (body.get("ros__parameters") or {}).items() if k in PARAM_SPECS}
+                values.update(body)
+                given |= set(body)
     values.update({k: v for k, v in (overrides or {}).items() if k in PARAM_SPECS})
+    given |= set(overrides or {})
+    if values["rig"] != PARAM_SPECS["rig"].default:  # the node takes these defaults from its rig
+        from imkd_core.rig import load_rig
+
+        values.update({k: v for k, v in rig_defaults(load_rig(values["rig"])).items() if k not in given})
     return values
 
 
@@ -414,7 +428,8 @@ YAML_PATH = Path("config") / "detector.yaml"
 README_PATH = Path("README.md")
 README_BEGIN, README_END = "<!-- params:begin -->", "<!-- params:end -->"
 _YAML_HEADER = f"""\
-# Parameters of the {NODE_NAME} node, every one with its default. Generated from imkd_ros/params.py
+# Parameters of the {NODE_NAME} node, every one with its default (those the rig decides, commented
+# out: the node takes them from its `rig`). Generated from imkd_ros/params.py
 # by `python -m imkd_ros.params --write`: edit that file, not this one (test/test_params.py fails
 # when they differ). The node declares the same defaults, so a params file may list only what it
 # changes. README.md explains each parameter.
@@ -456,16 +471,20 @@ def params_yaml() -> str:
         out.append(textwrap.fill(s.description, width=104, initial_indent="    # ", subsequent_indent="    # ",
                                  break_on_hyphens=False) + "\n")
         v = s.default
+        lead = "    "
+        if s.name in RIG_PARAMS:  # commented out: the node takes them from its rig (nuScenes' shown)
+            out.append("    # (default: the rig's; uncomment to override; the nuScenes rig's values:)\n")
+            lead = "    # "
         if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            out.append(f"    {s.name}:\n" + "".join(f"      - {_yaml_scalar(x)}\n" for x in v))
+            out.append(f"{lead}{s.name}:\n" + "".join(f"{lead}  - {_yaml_scalar(x)}\n" for x in v))
         elif isinstance(v, list):
-            out.append(f"    {s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
+            out.append(f"{lead}{s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
         else:
-            out.append(f"    {s.name}: {_yaml_scalar(v)}\n")
+            out.append(f"{lead}{s.name}: {_yaml_scalar(v)}\n")
     text = "".join(out)
     doc = param_files.load_yaml(text)[f"/**/{NODE_NAME}"]["ros__parameters"]
     doc.pop("use_sim_time")
-    want = default_params()
+    want = {k: v for k, v in default_params().items() if k not in RIG_PARAMS}
     if doc != want or any(type(doc[k]) is not type(want[k]) for k in want):  # a formatting bug, never a user's
         raise AssertionError("generated config/detector.yaml does not read back as the defaults")
     return text
