@@ -100,7 +100,8 @@ def test_yaml_matches_namespaced_node_in_rclpy() -> None:
         try:
             node = rclpy.create_node(NODE_NAME, namespace=ns, context=ctx)
             assert node.declare_parameter("image_transport", "unset").value == "compressed"
-            assert node.declare_parameter("camera_offsets", [1.0]).value == default_params()["camera_offsets"]
+            assert node.declare_parameter("max_image_size", [1, 1]).value == default_params()["max_image_size"]
+            assert node.declare_parameter("camera_offsets", [1.0]).value == [1.0]  # the rig's: not in the YAML
             assert node.declare_parameter("sync_window", 1.0).value == 0.07
             node.destroy_node()
         finally:
