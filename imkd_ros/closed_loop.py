@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from imkd_core.frame import CAMERAS, RADARS, Detections
+from imkd_core.frame import Detections
 from imkd_core.rig import Rig, load_rig
 from imkd_ros.harness import NODE_NAME, NodeListener, NodeProcess, get_node_parameters, set_node_parameters, spin
 from imkd_ros.replay import BagPlayer, bag_keyframes, bag_topics, open_bag
@@ -59,14 +59,10 @@ class ReplayEvalError(RuntimeError):
 
 
 def _input_topics(rig: Rig | None = None) -> dict[str, str]:
-    """{key: topic} of the node's inputs: the converter's one topic table, or the rig file's topics."""
-    from imkd_ros.topics import TOPICS
+    """{key: topic} of the node's inputs (imkd_ros.topics.input_topics: the table or the rig's)."""
+    from imkd_ros.topics import input_topics
 
-    if rig is None:
-        keys = [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]
-        return {k: TOPICS[k] for k in keys}
-    return {**{c.name: c.topic for c in rig.cameras}, **{f"{c.name}/camera_info": c.info_topic for c in rig.cameras},
-            **{r.name: r.topic for r in rig.radars}, "tf": TOPICS["tf"], "tf_static": TOPICS["tf_static"]}
+    return input_topics(rig)
 
 
 def trigger_topic(rig: Rig | None = None) -> str:

@@ -101,6 +101,17 @@ IMAGE_TOPICS: tuple[str, ...] = tuple(TOPICS[c] for c in CAMERAS)
 CAMERA_INFO_TOPICS: tuple[str, ...] = tuple(TOPICS[f"{c}/camera_info"] for c in CAMERAS)
 RADAR_TOPICS: tuple[str, ...] = tuple(TOPICS[r] for r in RADARS)
 
+
+
+def input_topics(rig: Rig | None = None) -> dict[str, str]:
+    """{key: topic} of the node's inputs (cameras, "<CAM>/camera_info", radars, tf, tf_static) in
+    the rig's order: the table above for nuScenes (rig None), else the rig file's topics."""
+    if rig is None:
+        return {k: TOPICS[k] for k in [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]}
+    return {**{c.name: c.topic for c in rig.cameras}, **{f"{c.name}/camera_info": c.info_topic for c in rig.cameras},
+            **{r.name: r.topic for r in rig.radars}, "tf": TOPICS["tf"], "tf_static": TOPICS["tf_static"]}
+
+
 # ---- the node's outputs (~/ = below the node's name, remappable)
 DETECTIONS_TOPIC = "~/detections"
 ATTRIBUTES_TOPIC = "~/detection_attributes"
