@@ -170,7 +170,8 @@ def make_reader(nusc: Any, tokens: Sequence[str], config: Any, radar_rule: Any =
     scenes = sorted({nusc.get("scene", nusc.get("sample", t)["scene_token"])["name"] for t in tokens})
     reduction = jpeg_reduction(_source_hw(nusc, tokens, rig.reference_camera), tuple(config.data.image_size))
     return NuScenesReader(nusc.dataroot, nusc.version, scenes=scenes, radar_sweeps=int(config.data.radar_sweeps),
-                          load_lidar=False, image_reduction=reduction, nusc=nusc, radar_rule=radar_rule, rig=rig)
+                          load_lidar=False, image_reduction=reduction, nusc=nusc, radar_rule=radar_rule, rig=rig,
+                          input_size=tuple(config.data.image_size))
 
 
 def offline_detections(reader: Any, tokens: Sequence[str], checkpoint: str | Path, device: str = "cpu",

@@ -49,7 +49,8 @@ def build_readers(args: argparse.Namespace, cfg: IMKDConfig) -> tuple[Any, Any |
     nusc = load_nuscenes(args.dataroot, args.version)
     reduction = jpeg_reduction(source_image_hw(nusc, rig.reference_camera), tuple(cfg.data.image_size))
     common = {"radar_sweeps": cfg.data.radar_sweeps, "lidar_sweeps": cfg.data.lidar_sweeps,
-              "image_reduction": reduction, "nusc": nusc, "rig": rig}
+              "image_reduction": reduction, "nusc": nusc, "rig": rig,
+              "input_size": tuple(cfg.data.image_size)}
     train_reader = NuScenesReader(args.dataroot, args.version, scenes=args.train_scenes, load_lidar=True, **common)
     val_reader = None
     if args.val_scenes:

@@ -63,7 +63,8 @@ def predict_results(args: argparse.Namespace) -> tuple[NuScenesReader, dict[str,
         reduction = jpeg_reduction(source_image_hw(nusc, rig.reference_camera), tuple(data_cfg.image_size))
         radar_sweeps = int(data_cfg.radar_sweeps)
     reader = NuScenesReader(args.dataroot, args.version, scenes=args.scenes, load_lidar=False,
-                            radar_sweeps=radar_sweeps, image_reduction=reduction, nusc=nusc, rig=rig)
+                            radar_sweeps=radar_sweeps, image_reduction=reduction, nusc=nusc, rig=rig,
+                            input_size=tuple(data_cfg.image_size) if data_cfg is not None else None)
     dets, poses = {}, {}
     for token in tqdm(_tokens(reader, args.max_samples), desc="predict", unit="frame"):
         frame, _ = reader[reader.index_of(token)]

@@ -82,7 +82,8 @@ def val_reader(args: argparse.Namespace, cfg: Any):
     return NuScenesReader(args.dataroot, args.version, scenes=args.val_scenes, load_lidar=True,
                           radar_sweeps=cfg.data.radar_sweeps, lidar_sweeps=cfg.data.lidar_sweeps,
                           image_reduction=jpeg_reduction(source_image_hw(nusc, rig.reference_camera),
-                                                         tuple(cfg.data.image_size)), nusc=nusc, rig=rig)
+                                                         tuple(cfg.data.image_size)), nusc=nusc, rig=rig,
+                          input_size=tuple(cfg.data.image_size))
 
 
 def zero_radar(batch: Batch) -> Batch:

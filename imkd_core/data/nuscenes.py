@@ -23,7 +23,7 @@ from imkd_core.errors import UserError
 from imkd_core.frame import CLASSES, GroundTruth, SensorFrame
 from imkd_core.geometry import invert_transform, pose_matrix_wxyz, quat_wxyz_to_matrix
 from imkd_core.pcd import PcdError, PcdUnsupportedError, parse_pcd
-from imkd_core.preprocess import decode_image, reduced_intrinsics, resize_with_intrinsics
+from imkd_core.preprocess import decode_image, jpeg_reduction, reduced_intrinsics, resize_with_intrinsics
 from imkd_core.radar import SweepRule, canonical_radar, radar_features
 from imkd_core.rig import Rig, load_rig
 
@@ -201,7 +201,7 @@ class NuScenesReader:
     scenes: see `resolve_scenes` (None = all scenes). lidar_sweeps: how many sample_data records
     the LiDAR contributes, following the `prev` chain from the keyframe. Radar: the sweeps that
     `radar_rule` (imkd_core.radar.SweepRule; default: its defaults with `radar_sweeps`) picks
-    from each radar's timeline of existing files around the CAM_FRONT stamp - the rule the ROS
+    from each radar's timeline of existing files around the reference (CAM_FRONT) stamp - the rule the ROS
     node's assembler applies online, so training, offline evaluation and the node take the same
     sweeps (the devkit's keyframe radar sweep, nearest the LiDAR time, in ~98 % of cases).
     image_reduction: JPEG DCT reduction (1, 2, 4, 8) for decoding; the caller picks it with
@@ -212,6 +212,11 @@ class NuScenesReader:
     nusc: an already loaded NuScenes to share (dataroot/version are then taken from it).
     lidar_min_distance: returns closer than this in |x| and |y| of the sensor are dropped, like
     the devkit's `remove_close` in `from_file_multisweep` (roof and body of the ego car).
+    rig: the sensor rig (imkd_core.rig; default nuscenes): camera and radar order, the reference
+    camera (the frame stamp; CAM_FRONT above), each radar's field mapping. Cameras of another size
+    than the reference camera are resized to its size, K scaled, as the node's assembler does.
+    input_size: the model input (H, W); given, each camera decodes at its own
+    `jpeg_reduction(its size, input_size)` (the node's rule) instead of `image_reduction`.
     """
 
     def __init__(
@@ -227,6 +232,7 @@ class NuScenesReader:
         lidar_min_distance: float = 1.0,
         radar_rule: SweepRule | None = None,
         rig: Rig | str | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         if radar_sweeps < 1 or lidar_sweeps < 1:
             raise ValueError("radar_sweeps and lidar_sweeps must be >= 1")
@@ -244,6 +250,9 @@ class NuScenesReader:
         self.lidar_sweeps = int(lidar_sweeps)
         self.load_lidar = bool(load_lidar)
         self.image_reduction = int(image_reduction)
+        # the model input (H, W): each camera then decodes at its own JPEG reduction for it, as the
+        # node does (cameras of one size, e.g. nuScenes': the same reduction for all)
+        self.input_size = tuple(input_size) if input_size is not None else None
         self.lidar_min_distance = float(lidar_min_distance)
         self.scenes = resolve_scenes(self.nusc, scenes)
         self.missing_files = 0
@@ -438,8 +447,10 @@ class NuScenesReader:
             path = self._require(sd, cam, sample["token"])
             with open(path, "rb") as f:
                 data = f.read()
+            src_hw = (sd.get("height") or 0, sd.get("width") or 0)
+            r = jpeg_reduction(src_hw, self.input_size) if self.input_size and src_hw[0] else self.image_reduction
             try:
-                img = decode_image(data, self.image_reduction)
+                img = decode_image(data, r)
             except ValueError as exc:
                 raise NuScenesDataError(f"cannot decode nuScenes image {path}: {exc}") from None
             sensor_to_ego = self._sensor_pose(sd)
@@ -447,8 +458,7 @@ class NuScenesReader:
             if K is None:
                 raise NuScenesDataError(
                     f"calibrated_sensor {sd['calibrated_sensor_token']} of {cam} has no camera_intrinsic")
-            K = reduced_intrinsics(K, (sd.get("height") or 0, sd.get("width") or 0), img.shape[:2],
-                                   self.image_reduction)
+            K = reduced_intrinsics(K, src_hw, img.shape[:2], r)
             Ks[c] = K
             c2e[c] = global_to_ref @ self._ego_pose(sd) @ sensor_to_ego
             mask[c] = True
