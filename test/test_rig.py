@@ -112,3 +112,35 @@ def test_unknown_and_unreadable_rig_files(tmp_path: Path) -> None:
         load_rig(bad)
     bad.write_text(yaml.safe_dump(_minimal()))
     assert load_rig(bad).camera_names == ("C",)
+
+
+def test_synthetic_world_of_compact4_reads_back(tmp_path: Path) -> None:
+    """The generator renders the rig (sizes, fields); the reader builds 4-camera frames from it,
+    the smaller cameras resized to the reference camera's size with K scaled to match."""
+    from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
+    from imkd_core.data.synthetic import SyntheticConfig, generate
+    from imkd_core.pcd import parse_pcd
+
+    generate(tmp_path, SyntheticConfig(scenes=1, samples_per_scene=2, seed=3, image_size=(320, 180), sweeps=False,
+                                       lidar_azimuth_steps=90, val_fraction=0.0, rig="compact4"))
+    nusc = load_nuscenes(str(tmp_path), "v1.0-synth")
+    sizes = {sd["channel"]: (sd["width"], sd["height"]) for sd in nusc.sample_data if sd["width"]}
+    assert sizes == {"CAM_FRONT_WIDE": (320, 180), "CAM_RIGHT": (240, 150), "CAM_LEFT": (240, 150),
+                     "CAM_REAR": (200, 150)}
+    radar_sd = next(sd for sd in nusc.sample_data if sd["channel"] == "RADAR_REAR")
+    assert parse_pcd((tmp_path / radar_sd["filename"]).read_bytes()).dtype.names == ("x", "y", "z", "rcs", "vx", "vy")
+    assert {s["channel"] for s in nusc.sensor} == {"CAM_FRONT_WIDE", "CAM_RIGHT", "CAM_REAR", "CAM_LEFT",
+                                                   "RADAR_FRONT", "RADAR_REAR", "LIDAR_TOP"}
+    reader = NuScenesReader(tmp_path, "v1.0-synth", rig="compact4", nusc=nusc, input_size=(64, 160))
+    frame, gt = reader[0]
+    frame.validate(4)
+    assert frame.images.shape == (4, 90, 160, 3) and frame.camera_mask.all() and len(gt) > 0
+    assert len(frame.radar) > 0 and np.isfinite(frame.radar).all()
+    # CAM_RIGHT: decoded at full size (240 x 150 >= 160 x 64 only at reduction 1), resized to 160 x 90
+    cs = nusc.get("calibrated_sensor", nusc.get("sample_data", nusc.sample[0]["data"]["CAM_RIGHT"])
+                  ["calibrated_sensor_token"])
+    K = np.asarray(cs["camera_intrinsic"])
+    assert frame.intrinsics[1][0, 0] == pytest.approx(K[0, 0] * 160 / 240)
+    assert frame.intrinsics[1][1, 1] == pytest.approx(K[1, 1] * 90 / 150)
+    with pytest.raises(Exception, match="4"):
+        frame.validate(6)
