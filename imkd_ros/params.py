@@ -471,16 +471,16 @@ def params_yaml() -> str:
         out.append(textwrap.fill(s.description, width=104, initial_indent="    # ", subsequent_indent="    # ",
                                  break_on_hyphens=False) + "\n")
         v = s.default
-        lead = "    "
+        indent = "    "
         if s.name in RIG_PARAMS:  # commented out: the node takes them from its rig (nuScenes' shown)
             out.append("    # (default: the rig's; uncomment to override; the nuScenes rig's values:)\n")
-            lead = "    # "
+            indent = "    # "
         if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            out.append(f"{lead}{s.name}:\n" + "".join(f"{lead}  - {_yaml_scalar(x)}\n" for x in v))
+            out.append(f"{indent}{s.name}:\n" + "".join(f"{indent}  - {_yaml_scalar(x)}\n" for x in v))
         elif isinstance(v, list):
-            out.append(f"{lead}{s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
+            out.append(f"{indent}{s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
         else:
-            out.append(f"{lead}{s.name}: {_yaml_scalar(v)}\n")
+            out.append(f"{indent}{s.name}: {_yaml_scalar(v)}\n")
     text = "".join(out)
     doc = param_files.load_yaml(text)[f"/**/{NODE_NAME}"]["ros__parameters"]
     doc.pop("use_sim_time")
