@@ -144,3 +144,29 @@ def test_synthetic_world_of_compact4_reads_back(tmp_path: Path) -> None:
     assert frame.intrinsics[1][1, 1] == pytest.approx(K[1, 1] * 90 / 150)
     with pytest.raises(Exception, match="4"):
         frame.validate(6)
+
+
+@pytest.mark.parametrize("tool", ["make_synthetic", "nuscenes_to_bag", "train"])
+def test_tools_refuse_a_bad_rig_in_one_line(tool: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "van.yaml"
+    bad.write_text(yaml.safe_dump({**_minimal(), "radars": [{"name": "R", "fields": {"x": "x"}, "translation": [0, 0, 0],
+                                                             "yaw_deg": 0}]}))
+    out = tmp_path / "out"
+    if tool == "make_synthetic":
+        from train.make_synthetic import main
+        argv = ["--out", str(out), "--rig", str(bad)]
+    elif tool == "nuscenes_to_bag":
+        from imkd_ros.nuscenes_to_bag import main
+        argv = ["--dataroot", str(tmp_path), "--out", str(out), "--rig", str(bad), "--no-gt"]
+    else:
+        from train.train import main
+        argv = ["--model", "student", "--dataroot", str(tmp_path), "--train-scenes", "x", "--out", str(out),
+                "--rig", str(bad), "--device", "cpu"]
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "van.yaml" in err[0] and "lacks y, z, rcs, vx_comp, vy_comp" in err[0]
+    assert not (out.exists() and any(out.iterdir()))  # nothing written
