@@ -149,8 +149,8 @@ def test_synthetic_world_of_compact4_reads_back(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tool", ["make_synthetic", "nuscenes_to_bag", "train"])
 def test_tools_refuse_a_bad_rig_in_one_line(tool: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "van.yaml"
-    bad.write_text(yaml.safe_dump({**_minimal(), "radars": [{"name": "R", "fields": {"x": "x"}, "translation": [0, 0, 0],
-                                                             "yaw_deg": 0}]}))
+    radar = {"name": "R", "fields": {"x": "x"}, "translation": [0, 0, 0], "yaw_deg": 0}
+    bad.write_text(yaml.safe_dump({**_minimal(), "radars": [radar]}))
     out = tmp_path / "out"
     if tool == "make_synthetic":
         from train.make_synthetic import main
