@@ -17,7 +17,7 @@ model up: at run time the node takes calibration from TF and CameraInfo.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -131,11 +131,6 @@ class Rig:
     def signature(self) -> dict[str, Any]:
         """What a model trained on this rig depends on: its name and camera/radar order."""
         return {"name": self.name, "cameras": list(self.camera_names), "radars": list(self.radar_names)}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("source")
-        return _plain(d)
 
     def calibration(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(intrinsics (N, 3, 3) scaled to images of (H, W), cam_to_ego (N, 4, 4)) from the file's
@@ -381,11 +376,3 @@ def _lidar(d: Any, where: str) -> LidarSpec:
     t, q = _pose(d, where)
     return LidarSpec(name=name, topic=_str(d, "topic", where, f"/sensors/lidar/{name.lower()}/points"),
                      frame=_str(d, "frame", where, name.lower()), translation=t, rotation=q)  # type: ignore[arg-type]
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
