@@ -77,6 +77,8 @@ from imkd_ros.params import (
     change_problems,
     default_params,
     resolve_checkpoint,
+    rig_defaults,
+    rig_of_args,
     specs_for_rig,
     validate_params,
     with_default_params_file,
@@ -704,8 +706,13 @@ def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
     argv = with_default_params_file(list(sys.argv if args is None else args))
     log = get_logger(NODE_NAME)
-    checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS,
-                                     param_files.check_value_against(default_params(), validate_params))
+    try:  # the parameters are checked against the rig they will run with
+        rig = load_rig(rig_of_args(argv))
+    except RigError as e:
+        log.fatal(f"cannot start: rig: {e}")
+        return 2
+    checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS, param_files.check_value_against(
+        {**default_params(), **rig_defaults(rig)}, lambda p: validate_params(p, rig)))
     for w in checked.warnings:
         log.warning(w)
     if checked.errors:

@@ -385,6 +385,25 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int, rig: Rig | None = 
     ).validate()
 
 
+def rig_of_args(argv: Sequence[str]) -> str:
+    """The `rig` value the node will run with, read from argv's params files and -p overrides
+    (rcl's order, as effective_params): what the start-up check of the other parameters needs."""
+    files: list[str] = []
+    overrides: dict[str, Any] = {}
+    for group in param_files.ros_args(argv):
+        for flag, value in zip(group, group[1:]):
+            if flag == "--params-file" and Path(value).is_file():
+                files.append(value)
+            elif flag in ("-p", "--param") and value.partition(":=")[0].rpartition(":")[2] == "rig":
+                text = value.partition(":=")[2]
+                overrides["rig"] = param_files.load_yaml(text) if text else text
+    try:
+        values = effective_params(files, overrides, param_files.node_fqn(argv, NODE_NAME))
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the full check itself
+        values = {"rig": overrides.get("rig", PARAM_SPECS["rig"].default)}
+    return str(values["rig"])
+
+
 def apply_detection_limits(predictor: Any, score_threshold: float, max_detections: int) -> None:
     """Set the decode score threshold and top-K of a Predictor (the model reads them per call).
 

@@ -139,3 +139,13 @@ def test_effective_params_follow_rcl_order(tmp_path: Path) -> None:
     assert (got["camera_timeout"], got["radar_timeout"], got["tf_timeout"]) == (0.2, 0.4, 0.07)
     assert "use_sim_time" not in got and got["sync_window"] == P.default_params()["sync_window"]
     assert P.effective_params([first], fqn="/perception/imkd_detector")["camera_timeout"] == 0.2
+
+
+def test_rig_of_args_follows_rcl_order(tmp_path: Path) -> None:
+    """The start-up check validates the topic lists against the rig the node will run with."""
+    f = tmp_path / "p.yaml"
+    f.write_text("/**/imkd_detector:\n  ros__parameters:\n    rig: compact4\n")
+    assert P.rig_of_args(["imkd-detector"]) == "nuscenes"
+    assert P.rig_of_args(["x", "--ros-args", "--params-file", str(f)]) == "compact4"
+    assert P.rig_of_args(["x", "--ros-args", "--params-file", str(f), "-p", "rig:=nuscenes"]) == "nuscenes"
+    assert P.rig_of_args(["x", "--ros-args", "-p", "imkd_detector:rig:=/r/van.yaml"]) == "/r/van.yaml"
