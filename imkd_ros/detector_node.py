@@ -15,9 +15,10 @@ decode work scales with the inference rate and inputs never queue behind the mod
 
 Bad input never raises out of a callback: it is dropped, counted by kind and logged with a
 per-kind throttle (imkd_ros.diagnostics, on /diagnostics). Parameters are declared from
-imkd_ros.params.PARAMS, `rig` first: the topic lists, trigger camera and camera offsets default to
-the rig's (imkd_core.rig), which must be the checkpoint's; they are validated at start (exit code 2 with every problem listed) and, for
-the few that may change at run time, in the set-parameters callbacks.
+imkd_ros.params.PARAMS, `rig` first: the topic lists, trigger camera and camera offsets default
+to the rig's (imkd_core.rig), which must be the checkpoint's. They are validated at start (exit
+code 2 with every problem listed) and, for the few that may change at run time, in the
+set-parameters callbacks.
 """
 
 from __future__ import annotations
