@@ -170,3 +170,23 @@ def test_tools_refuse_a_bad_rig_in_one_line(tool: str, tmp_path: Path, capsys: p
     assert rc == 2 and len(err) == 1, err
     assert "van.yaml" in err[0] and "lacks y, z, rcs, vx_comp, vy_comp" in err[0]
     assert not (out.exists() and any(out.iterdir()))  # nothing written
+
+
+def test_checkpoint_config_records_the_rig_so_another_folder_finds_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped rig is recorded by name, a rig file by absolute path (the node may start
+    elsewhere); a config without a rig (an older checkpoint's) reads as nuScenes."""
+    import types
+
+    from imkd_core.config import IMKDConfig, get_config
+    from train.run_config import build_config
+
+    (tmp_path / "myvan.yaml").write_text((RIG_DIR / "compact4.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    ns = types.SimpleNamespace(config="tiny", overrides=[], kd=None, rig="myvan.yaml")
+    assert build_config(ns).data.rig == str(tmp_path.resolve() / "myvan.yaml")
+    assert build_config(types.SimpleNamespace(config="tiny", overrides=[], kd=None, rig="compact4")).data.rig \
+        == "compact4"
+    d = get_config("tiny").to_dict()
+    del d["data"]["rig"]
+    assert IMKDConfig.from_dict(d).data.rig == "nuscenes"

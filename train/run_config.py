@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from imkd_core.config import ConfigError, IMKDConfig, get_config
-from imkd_core.rig import load_rig
+from imkd_core.rig import RIG_DIR, load_rig, rig_path
 
 KD_TERMS = ("l1", "l2", "l3", "resp", "init")
 # Flags that decide the optimisation: a resume keeps the run's values unless --force says otherwise.
@@ -41,7 +41,8 @@ def build_config(args: argparse.Namespace) -> IMKDConfig:
         rig = load_rig(rig_name)
         given = {item.partition("=")[0].strip() for item in args.overrides}
         d = cfg.to_dict()
-        d["data"]["rig"] = rig_name
+        # a shipped rig by name; a rig file by absolute path, so the node finds it from any folder
+        d["data"]["rig"] = rig_name if rig_path(rig_name).parent == RIG_DIR else str(rig_path(rig_name).resolve())
         for key in ("radar_sweeps", "lidar_sweeps"):
             if f"data.{key}" not in given:
                 d["data"][key] = getattr(rig, key)
