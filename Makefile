@@ -18,8 +18,15 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# `make demo RIG=config/rigs/compact4.yaml`: another sensor rig; trains a small teacher and student
+# for it first (python -m train.rig_demo, 10-20 min on 2 CPU cores), output in demo_out_rig/.
+RIG ?=
 demo: setup
+ifeq ($(strip $(RIG)),)
 	$(PY) -m imkd_ros.demo --checkpoint imkd_core/weights/imkd_tiny_demo.pt --out demo_out
+else
+	$(PY) -m train.rig_demo --rig $(RIG) --out demo_out_rig
+endif
 
 bench: setup
 	$(PY) -m train.bench_model --config tiny
@@ -37,4 +44,4 @@ lock: setup
 	$(PY) -m pip freeze --exclude-editable | grep -v '^cv-bridge' > tools/constraints.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out runs .pytest_cache
+	rm -rf $(VENV) build *.egg-info demo_out demo_out_rig runs .pytest_cache

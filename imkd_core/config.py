@@ -53,12 +53,13 @@ class AugConfig:
 
 @dataclass
 class DataConfig:
-    """What the readers produce: input image size and sweep counts."""
+    """What the readers produce: input image size, sweep counts and the sensor rig."""
 
     image_size: tuple[int, int] = (128, 352)   # (H, W) model input
     radar_sweeps: int = 6
     lidar_sweeps: int = 10
     aug: AugConfig = field(default_factory=AugConfig)
+    rig: str = "nuscenes"   # imkd_core.rig: a shipped rig's name or a rig YAML path
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -66,6 +67,8 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be positive multiples of 32, got {self.image_size}")
         if self.radar_sweeps < 1 or self.lidar_sweeps < 1:
             raise ConfigError("data.radar_sweeps and data.lidar_sweeps must be >= 1")
+        if not isinstance(self.rig, str) or not self.rig.strip():
+            raise ConfigError(f"data.rig must be a rig name or YAML path, got {self.rig!r}")
 
 
 # ============================================================================ model configs

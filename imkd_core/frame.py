@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Camera order of every (6, ...) array in a SensorFrame.
+# The nuScenes rig's camera and radar order (imkd_core/rigs/nuscenes.yaml, the default rig). A
+# SensorFrame holds N cameras in its rig's order (imkd_core.rig); for nuScenes N = 6 in this order.
 CAMERAS: tuple[str, ...] = (
     "CAM_FRONT",
     "CAM_FRONT_RIGHT",
@@ -79,11 +80,13 @@ def _check(cond: bool, msg: str) -> None:
 class SensorFrame:
     """All sensor input for one detection step, in the reference ego frame.
 
-    stamp: CAM_FRONT time in ns; base_link at this time is the reference frame.
-    images: (6, H, W, 3) uint8 RGB in CAMERAS order (zeros where camera_mask is False).
-    intrinsics: (6, 3, 3) pinhole K matching `images` (scale K with the image).
-    cam_to_ego: (6, 4, 4) camera optical frame -> reference base_link (motion-compensated).
-    camera_mask: (6,) bool, False for a camera that is missing from this frame.
+    stamp: the reference camera's time in ns (nuScenes: CAM_FRONT); base_link at this time is the reference frame.
+    images: (N, H, W, 3) uint8 RGB in the rig's camera order (imkd_core.rig; nuScenes: CAMERAS,
+        N = 6), zeros where camera_mask is False. Cameras of another size are resized to the
+        reference camera's (H, W) with their K scaled (imkd_core.preprocess.resize_with_intrinsics).
+    intrinsics: (N, 3, 3) pinhole K matching `images` (scale K with the image).
+    cam_to_ego: (N, 4, 4) camera optical frame -> reference base_link (motion-compensated).
+    camera_mask: (N,) bool, False for a camera that is missing from this frame.
     radar: (N, 7) float32, RADAR_COLUMNS, filtered and accumulated over sweeps.
     ego_to_global: (4, 4) base_link -> global (map) at `stamp`, for evaluation.
     lidar: (M, 5) float32, LIDAR_COLUMNS; training only, None at run time.
@@ -100,9 +103,11 @@ class SensorFrame:
     lidar: np.ndarray | None = None
     token: str = ""
 
-    def validate(self) -> SensorFrame:
-        """Raise FrameError on any shape/dtype/finite violation; return self for chaining."""
-        n = len(CAMERAS)
+    def validate(self, n_cameras: int | None = None) -> SensorFrame:
+        """Raise FrameError on any shape/dtype/finite violation (and, given `n_cameras`, a camera
+        count other than the rig's); return self for chaining."""
+        n = int(n_cameras) if n_cameras is not None else int(getattr(self.images, "shape", (0,))[0])
+        _check(n >= 1, "a frame needs at least one camera")
         _check(isinstance(self.stamp, (int, np.integer)), f"stamp must be int ns, got {type(self.stamp)}")
         im = self.images
         _check(isinstance(im, np.ndarray) and im.ndim == 4 and im.shape[0] == n and im.shape[3] == 3,

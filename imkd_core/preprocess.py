@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from imkd_core.frame import BOX_COLUMNS, CAMERAS, GroundTruth, SensorFrame
+from imkd_core.frame import BOX_COLUMNS, GroundTruth, SensorFrame
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -49,6 +49,14 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """K of an image resized by (sx, sy) (pixel-centre convention)."""
     S = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=np.float64)
     return S @ np.asarray(K, dtype=np.float64)
+
+
+def resize_with_intrinsics(image: np.ndarray, K: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an (h, w, 3) image to (H, W) and scale its K to match: how a camera of another size
+    joins a SensorFrame (the offline reader and the node's assembler use this one function)."""
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if h * w > H * W else cv2.INTER_LINEAR
+    return cv2.resize(image, (W, H), interpolation=interp), scale_intrinsics(K, W / w, H / h)
 
 
 def reduced_intrinsics(K: np.ndarray, src_hw: tuple[int, int], decoded_hw: tuple[int, int],
@@ -156,11 +164,11 @@ def frame_to_inputs(
 ) -> dict[str, np.ndarray]:
     """One SensorFrame (+ optional GT) -> unbatched numpy model inputs.
 
-    Keys: images (6, 3, h, w) float32 normalised; intrinsics (6, 3, 3) = aug @ K;
-    cam_to_ego (6, 4, 4) = bev_aug @ cam_to_ego; camera_mask (6,); radar (N, 7);
+    Keys: images (N, 3, h, w) float32 normalised (N cameras of the frame's rig); intrinsics
+    (N, 3, 3) = aug @ K; cam_to_ego (N, 4, 4) = bev_aug @ cam_to_ego; camera_mask (N,); radar (P, 7);
     lidar (M, 5) if present; bev_aug (4, 4); gt_boxes (G, 9) / gt_labels (G,) if gt given.
     """
-    n = len(CAMERAS)
+    n = int(frame.images.shape[0])
     src_hw = frame.image_size
     augs = image_augs or [default_image_aug(src_hw, image_size)] * n
     imgs = np.empty((n, 3, image_size[0], image_size[1]), dtype=np.float32)

@@ -20,12 +20,35 @@ RADAR_PCD_TYPES: tuple[str, ...] = ("F", "F", "F", "I", "I", "F", "F", "F", "F",
                                     "I", "I", "I", "I", "I", "I", "I", "I")
 RADAR_PCD_SIZES: tuple[int, ...] = (4, 4, 4, 1, 2, 4, 4, 4, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1)
 RADAR_FIELD_INDEX = {name: i for i, name in enumerate(RADAR_PCD_FIELDS)}
+# What the model reads of a radar point, and the ARS408 state fields the default filter tests.
+RADAR_MODEL_FIELDS: tuple[str, ...] = ("x", "y", "z", "rcs", "vx_comp", "vy_comp")
+RADAR_FILTER_FIELDS: tuple[str, ...] = ("dyn_prop", "ambig_state", "invalid_state")
 
 # The devkit's defaults (RadarPointCloud.default_filters): valid, any dynamic property
 # 0-6, unambiguous Doppler.
 INVALID_STATES: tuple[int, ...] = (0,)
 DYNPROP_STATES: tuple[int, ...] = tuple(range(7))
 AMBIG_STATES: tuple[int, ...] = (3,)
+
+
+# Values of an absent field in the canonical (18, N) array: ones every filter rule keeps, so a rule
+# applies only to radars that publish its field (and nothing else reads them).
+_NEUTRAL = {"invalid_state": INVALID_STATES[0], "dyn_prop": DYNPROP_STATES[0], "ambig_state": AMBIG_STATES[0]}
+
+
+def canonical_radar(columns: dict[str, np.ndarray], fields: dict[str, str], n: int,
+                    dtype: type = np.float64) -> np.ndarray:
+    """A radar's own fields -> the (18, N) RADAR_PCD_FIELDS array every consumer reads.
+
+    columns: message/file field name -> (N,) values; fields: RADAR_PCD_FIELDS column -> its
+    source field name (a rig's RadarSpec.fields). Unmapped columns are 0, the filter fields the
+    values their rule keeps (`_NEUTRAL`)."""
+    out = np.zeros((len(RADAR_PCD_FIELDS), n), dtype=dtype)
+    for name, value in _NEUTRAL.items():
+        out[RADAR_FIELD_INDEX[name]] = value
+    for col, src in fields.items():
+        out[RADAR_FIELD_INDEX[col]] = columns[src]
+    return out
 
 
 def radar_filter_mask(points: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ STAT_KEYS: tuple[str, ...] = (
 class AssemblerConfig:
     """Synchronisation parameters; all times in ns of the sensors' clock (header stamps)."""
 
-    cameras: tuple[str, ...] = CAMERAS          # SensorFrame camera order
+    cameras: tuple[str, ...] = CAMERAS          # SensorFrame camera order (the rig's; default nuScenes)
     radars: tuple[str, ...] = RADARS
     trigger_camera: str = "CAM_FRONT"
     match_window_ns: int = 60 * MS               # |image stamp - expected stamp| limit
@@ -137,9 +137,8 @@ class AssemblerConfig:
 
     def validate(self) -> AssemblerConfig:
         """Raise ValueError naming the bad parameter; return self."""
-        if len(self.cameras) != len(CAMERAS) or len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"cameras must be {len(CAMERAS)} distinct names (SensorFrame order), "
-                             f"got {self.cameras}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be distinct names (the rig's SensorFrame order), got {self.cameras}")
         if self.trigger_camera not in self.cameras:
             raise ValueError(f"trigger_camera {self.trigger_camera!r} is not one of cameras {self.cameras}")
         if len(set(self.radars)) != len(self.radars):
@@ -232,15 +231,11 @@ class _Job:
 
 
 def _resize(image: np.ndarray, K: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to (H, W) and scale K to match (the shared pixel-centre convention). Imported
-    here: imkd_core.preprocess pulls in torch, which a same-size rig (nuScenes) never needs."""
-    import cv2
+    """Resize to (H, W) and scale K to match, as the offline reader does. Imported here:
+    imkd_core.preprocess pulls in torch, which a same-size rig (nuScenes) never needs."""
+    from imkd_core.preprocess import resize_with_intrinsics
 
-    from imkd_core.preprocess import scale_intrinsics
-
-    h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if h * w > H * W else cv2.INTER_LINEAR
-    return cv2.resize(image, (W, H), interpolation=interp), scale_intrinsics(K, W / w, H / h)
+    return resize_with_intrinsics(image, K, H, W)
 
 
 class FrameAssembler:
@@ -679,7 +674,7 @@ class FrameAssembler:
         frame = SensorFrame(stamp=int(t), images=images, intrinsics=intrinsics, cam_to_ego=cam_to_ego,
                             camera_mask=mask, radar=radar, ego_to_global=ego_to_global)
         try:
-            return frame.validate()
+            return frame.validate(n)
         except FrameError as e:
             counts["frames_invalid"] += 1
             self.last_error = f"frame at {t} ns invalid: {e}"

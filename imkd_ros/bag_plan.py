@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from imkd_core.data.nuscenes import NuScenesDataError, sample_data_path
-from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
+from imkd_core.frame import CLASSES
 from imkd_core.geometry import quat_wxyz_conjugate, quat_wxyz_multiply, quat_wxyz_to_matrix, quat_wxyz_yaw
+from imkd_core.rig import load_rig
 from imkd_ros.bag_messages import BAG_VERSIONS, DEFAULT_DISTRO, CorruptInputError
 
 
@@ -32,6 +33,7 @@ class ConvertOptions:
     overwrite: bool = False
     progress: bool = True
     fsync: bool = True
+    rig: str = "nuscenes"  # imkd_core.rig: channel order, topics, frames, the reference camera
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("storage", self.storage, ("mcap", "sqlite3")),
@@ -185,7 +187,8 @@ def plan_scene(nusc: Any, scene_name: str, options: ConvertOptions) -> ScenePlan
         s = nusc.get("sample", tok)
         samples.append(s)
         tok = s["next"]
-    order = {c: i for i, c in enumerate(CAMERAS + RADARS + (LIDAR,))}
+    rig = load_rig(options.rig)
+    order = {c: i for i, c in enumerate(rig.camera_names + rig.radar_names + (rig.lidar.name,))}
     channels: dict[str, str] = {}
     calib: dict[str, dict] = {}
     first_sd: dict[str, str] = {}
@@ -239,11 +242,11 @@ def plan_scene(nusc: Any, scene_name: str, options: ConvertOptions) -> ScenePlan
         events.append(Event(int(stamp), EVENT_POSE, i, None))
     keyframes: dict[int, str] = {}
     for s in samples:
-        cam = s["data"].get("CAM_FRONT")
+        cam = s["data"].get(rig.reference_camera)
         stamp = int(nusc.get("sample_data", cam)["timestamp"] if cam else s["timestamp"]) * 1000
         keyframes[stamp] = s["token"]
         if options.ground_truth:
-            ref = cam or s["data"].get(LIDAR) or next(iter(s["data"].values()))
+            ref = cam or s["data"].get(rig.lidar.name) or next(iter(s["data"].values()))
             events.append(Event(stamp, EVENT_GT, len(keyframes), (s["token"], ref)))
     t0 = min(e.stamp for e in events) if events else int(samples[0]["timestamp"]) * 1000
     events.append(Event(t0, EVENT_TF_STATIC, 0, None))

@@ -2,9 +2,10 @@
 
 Default: lock-step, so the closed loop is deterministic however slow or busy the CPU.
 Messages keep the bag's timing scaled by --rate, plus these rules:
-(a) only keyframe CAM_FRONT images are published (the trigger camera; sweep images would start
-    frames nobody scores, and the node's newest-frame-wins policy could then drop a keyframe);
-(b) before keyframe k+1's CAM_FRONT image, wait for keyframe k's detections (--frame-timeout);
+(a) only keyframe images of the trigger camera (the rig's reference camera; nuScenes: CAM_FRONT)
+    are published (sweep images would start frames nobody scores, and the node's newest-frame-wins
+    policy could then drop a keyframe);
+(b) before keyframe k+1's trigger image, wait for keyframe k's detections (--frame-timeout);
 (c) barriers: the node takes its inputs in arrival order (topics in its executor's order, not
     in stamp order) and decides its sync timeouts (camera/radar timeout after the trigger, TF
     timeout after the newest input a frame needs) in input time, the newest stamp it has handled.
@@ -44,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from imkd_core.frame import CAMERAS, RADARS, Detections
+from imkd_core.frame import Detections
+from imkd_core.rig import Rig, load_rig
 from imkd_ros.harness import NODE_NAME, NodeListener, NodeProcess, get_node_parameters, set_node_parameters, spin
 from imkd_ros.replay import BagPlayer, bag_keyframes, bag_topics, open_bag
 
@@ -56,17 +58,16 @@ class ReplayEvalError(RuntimeError):
     """The closed loop could not run (node failed to start or died, bag without keyframes, ...)."""
 
 
-def _input_topics() -> dict[str, str]:
-    """{key: topic} of the node's inputs, from the converter's one topic table."""
-    from imkd_ros.topics import TOPICS
+def _input_topics(rig: Rig | None = None) -> dict[str, str]:
+    """{key: topic} of the node's inputs (imkd_ros.topics.input_topics: the table or the rig's)."""
+    from imkd_ros.topics import input_topics
 
-    keys = [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]
-    return {k: TOPICS[k] for k in keys}
+    return input_topics(rig)
 
 
-def trigger_topic() -> str:
-    """The CAM_FRONT image topic (the node's trigger camera)."""
-    return _input_topics()["CAM_FRONT"]
+def trigger_topic(rig: Rig | None = None) -> str:
+    """The image topic of the node's trigger camera: the rig's reference camera (nuScenes: CAM_FRONT)."""
+    return _input_topics(rig)[rig.reference_camera if rig is not None else "CAM_FRONT"]
 
 
 
@@ -89,11 +90,12 @@ class ClosedLoopResult:
     seconds: float = 0.0
 
 
-def keyframes_of_bag(reader: Any, nusc: Any | None = None) -> dict[int, str]:
-    """{CAM_FRONT stamp: sample token} of an open bag, sorted by stamp.
+def keyframes_of_bag(reader: Any, nusc: Any | None = None, reference_camera: str = "CAM_FRONT") -> dict[int, str]:
+    """{reference camera stamp: sample token} of an open bag, sorted by stamp.
 
     From the converter's custom_data; else the /ground_truth/detections stamps matched to the
-    CAM_FRONT keyframe times of `nusc` (exact microsecond match). ReplayEvalError if neither.
+    reference camera's (nuScenes: CAM_FRONT) keyframe times of `nusc` (exact microsecond match).
+    ReplayEvalError if neither.
     """
     frames = bag_keyframes(reader)
     if not frames:
@@ -106,7 +108,7 @@ def keyframes_of_bag(reader: Any, nusc: Any | None = None) -> dict[int, str]:
                                   "imkd-nuscenes-to-bag (with ground truth)")
         by_us = {}
         for s in nusc.sample:
-            cam = s["data"].get("CAM_FRONT")
+            cam = s["data"].get(reference_camera)
             if cam:
                 by_us[int(nusc.get("sample_data", cam)["timestamp"])] = s["token"]
         for _, stamp, _ in reader.messages(connections=gt):
@@ -114,8 +116,8 @@ def keyframes_of_bag(reader: Any, nusc: Any | None = None) -> dict[int, str]:
             if token is not None:
                 frames[int(stamp)] = token
         if not frames:
-            raise ReplayEvalError("no /ground_truth/detections stamp of the bag is a CAM_FRONT keyframe time of "
-                                  f"{nusc.version}: is --dataroot/--version the bag's source dataset?")
+            raise ReplayEvalError(f"no /ground_truth/detections stamp of the bag is a {reference_camera} keyframe "
+                                  f"time of {nusc.version}: is --dataroot/--version the bag's source dataset?")
     return dict(sorted(frames.items()))
 
 
@@ -134,11 +136,13 @@ def replay_closed_loop(
     log_path: str | Path | None = None,
     domain_id: int | None = None,
     progress: bool = True,
+    rig: str | None = None,
 ) -> ClosedLoopResult:
     """Start the node, replay the bag through it and record its detections (see the module doc).
 
     Lock-step protocol: rules (a)-(d) of the module doc; the barrier points come from the
-    running node's sync timeouts (`barrier_offsets_ns`).
+    running node's sync timeouts (`barrier_offsets_ns`). rig: the node's rig parameter (a name or
+    YAML path, imkd_core.rig; None = the node's default, nuScenes); the inputs are its topics.
     """
     import rclpy
     from rclpy.context import Context
@@ -154,13 +158,16 @@ def replay_closed_loop(
         reader.close()
     if not frames:
         raise ReplayEvalError(f"{bag}: no keyframes to evaluate")
-    inputs = [t for t in _input_topics().values() if t in available]
-    trigger = trigger_topic()
+    rig_spec = load_rig(rig) if rig is not None else None
+    inputs = [t for t in _input_topics(rig_spec).values() if t in available]
+    trigger = trigger_topic(rig_spec)
     if trigger not in available:
         raise ReplayEvalError(f"{bag} has no {trigger} (the node's trigger camera)")
     env = {} if domain_id is None else {"ROS_DOMAIN_ID": str(domain_id)}
     stamps = sorted(frames)
     params = {"checkpoint": str(Path(checkpoint).resolve()), **(node_params or {})}
+    if rig is not None:
+        params.setdefault("rig", str(rig))
     if lockstep:  # fast input counters for the barriers; lossless delivery from the (reliable) player
         params.setdefault("diagnostics_period", 0.02)
         params.setdefault("sensor_reliability", "reliable")

@@ -1,7 +1,11 @@
 """`make demo`: synthetic scene -> rosbag2 -> detector node (closed loop) -> devkit metrics + pictures.
 
     python -m imkd_ros.demo [--out demo_out] [--checkpoint PATH | --random-init] [--samples 16]
-                            [--seed 2026] [--image-size 704x396] [--no-sweeps] [--rate 1.0]
+                            [--seed 2026] [--image-size 704x396] [--no-sweeps] [--rate 1.0] [--rig R]
+
+The world is seen by the checkpoint's sensor rig (imkd_core.rig; the demo checkpoint's is
+nuscenes). For another rig, `make demo RIG=config/rigs/compact4.yaml` (python -m train.rig_demo)
+first trains a small teacher and student for it, then runs these steps with that student.
 
 Steps, all deterministic (fixed seed, lock-step replay):
 1. generate a small synthetic nuScenes-format dataset with imkd_core.data.synthetic (2 scenes of
@@ -75,8 +79,8 @@ def _private_ros_env(domain_id: int | None) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_checkpoint(path: str | None, random_init: bool, work: Path) -> Path:
-    """The checkpoint to run: --checkpoint, a fresh random-init tiny one, or the shipped demo one."""
+def resolve_checkpoint(path: str | None, random_init: bool, work: Path, rig: str | None = None) -> Path:
+    """The checkpoint to run: --checkpoint, a fresh random-init tiny one (for `rig`), or the shipped demo one."""
     if random_init:
         import torch
 
@@ -86,6 +90,8 @@ def resolve_checkpoint(path: str | None, random_init: bool, work: Path) -> Path:
 
         torch.manual_seed(0)
         cfg = get_config("tiny")
+        if rig:
+            cfg.data.rig = rig
         model = Student(cfg, load_pretrained=False)
         return save_checkpoint(work / "random_init_tiny.pt",
                                {"kind": "student", "config": cfg.to_dict(), "model": model.state_dict()})
@@ -107,24 +113,25 @@ def resolve_checkpoint(path: str | None, random_init: bool, work: Path) -> Path:
     return ckpt
 
 
-def make_dataset(root: Path, samples: int, seed: int, image_size: tuple[int, int], sweeps: bool) -> dict[str, Any]:
-    """Two synthetic scenes (train + val) in `root` (regenerated from scratch: deterministic)."""
+def make_dataset(root: Path, samples: int, seed: int, image_size: tuple[int, int], sweeps: bool,
+                 rig: str = "nuscenes") -> dict[str, Any]:
+    """Two synthetic scenes (train + val) seen by `rig` in `root` (regenerated from scratch: deterministic)."""
     from imkd_core.data.synthetic import SyntheticConfig, generate
 
     if root.exists():
         shutil.rmtree(root)
     cfg = SyntheticConfig(scenes=2, samples_per_scene=samples, seed=seed, image_size=image_size, version=VERSION,
-                          val_fraction=0.5, jobs=1, sweeps=sweeps)
+                          val_fraction=0.5, jobs=1, sweeps=sweeps, rig=rig)
     return generate(root, cfg)
 
 
-def make_bag(nusc: Any, bags: Path) -> Path:
-    """SCENE of `nusc` -> bags/SCENE (MCAP, ground truth, no LiDAR)."""
+def make_bag(nusc: Any, bags: Path, rig: str = "nuscenes") -> Path:
+    """SCENE of `nusc` -> bags/SCENE (MCAP, ground truth, no LiDAR; the rig's topics and frames)."""
     from imkd_ros.nuscenes_to_bag import ConvertOptions, convert_scene
 
     if bags.exists():
         shutil.rmtree(bags)
-    stats = convert_scene(nusc, SCENE, bags, ConvertOptions(lidar=False, progress=False))
+    stats = convert_scene(nusc, SCENE, bags, ConvertOptions(lidar=False, progress=False, rig=rig))
     if stats.status != "ok":
         raise DemoError(f"conversion of {SCENE} failed: {stats.error or stats.status}")
     if stats.corrupt or stats.missing:
@@ -257,7 +264,8 @@ def draw_camera(path: Path, image_rgb: np.ndarray, K: np.ndarray, cam_to_ego: np
 
 
 def render_pictures(out: Path, report: Any, score_min: float) -> dict[str, Any]:
-    """bev.png (four keyframes) and camera.png (the keyframe with the most boxes in CAM_FRONT)."""
+    """bev.png (four keyframes) and camera.png (the keyframe with the most boxes in the reference
+    camera: the rig's first, nuScenes' CAM_FRONT)."""
     import cv2
 
     from imkd_core.geometry import pose_matrix_wxyz
@@ -278,11 +286,12 @@ def render_pictures(out: Path, report: Any, score_min: float) -> dict[str, Any]:
                        "radar": frame.radar, "gt_boxes": gt.boxes[scored], "detections": dets[token]})
     draw_bev(out / "bev.png", panels, score_min)
 
-    # camera: the keyframe whose CAM_FRONT sees the most confident detections (first on ties)
+    # camera: the keyframe whose reference camera sees the most confident detections (first on ties)
+    ref_cam = reader.rig.reference_camera
     best, best_n = tokens[0], -1
     cams: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for token in tokens:
-        sd = nusc.get("sample_data", nusc.get("sample", token)["data"]["CAM_FRONT"])
+        sd = nusc.get("sample_data", nusc.get("sample", token)["data"][ref_cam])
         cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
         T = pose_matrix_wxyz(cs["translation"], cs["rotation"])
         K = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
@@ -303,7 +312,7 @@ def render_pictures(out: Path, report: Any, score_min: float) -> dict[str, Any]:
     gt = reader.ground_truth(reader.index_of(best))
     k = tokens.index(best)
     drawn = draw_camera(out / "camera.png", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), K, T, dets[best], gt.boxes,
-                        score_min, f"CAM_FRONT, keyframe {k + 1}/{len(tokens)}: detections (colour, score >= "
+                        score_min, f"{ref_cam}, keyframe {k + 1}/{len(tokens)}: detections (colour, score >= "
                         f"{score_min:g}) and ground truth (dashed)")
     return {"bev_keyframes": [k + 1 for k in picks], "camera_keyframe": k + 1, "camera_boxes": drawn}
 
@@ -319,7 +328,7 @@ def metrics_markdown(summary: Mapping[str, Any], info: Mapping[str, Any]) -> str
     lines = ["# IMKD-ROS demo: closed-loop metrics", "",
              f"Synthetic scene `{info['scene']}` ({info['keyframes']} keyframes, {info['image_size']}, seed "
              f"{info['seed']}) -> bag -> `imkd_detector` node (lock-step replay) -> nuScenes devkit metrics. "
-             f"Checkpoint: `{info['checkpoint']}`.", "",
+             f"Checkpoint: `{info['checkpoint']}`; rig `{info['rig']}`.", "",
              "| metric | closed loop (bag -> node) | offline (Predictor) | difference |",
              "|---|---:|---:|---:|"]
     for key in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "NDS_present", "mAP_present"):
@@ -345,10 +354,12 @@ def metrics_markdown(summary: Mapping[str, Any], info: Mapping[str, Any]) -> str
 
 def run_demo(out: Path, checkpoint: str | None = None, random_init: bool = False, samples: int = 16,
              seed: int = 2026, image_size: tuple[int, int] = (704, 396), sweeps: bool = True, rate: float = 1.0,
-             score_min: float = 0.3, domain_id: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """All demo steps; returns the final JSON object (also in out/metrics.json)."""
+             score_min: float = 0.3, domain_id: int | None = None, progress: bool = True,
+             rig: str | None = None) -> dict[str, Any]:
+    """All demo steps; returns the final JSON object (also in out/metrics.json). The world is seen
+    by the checkpoint's rig (`rig` for --random-init; given with a checkpoint, it must be its rig)."""
     from imkd_core.data.nuscenes import load_nuscenes
-    from imkd_ros.replay_eval import run_replay_eval, write_json
+    from imkd_ros.replay_eval import checkpoint_rig, run_replay_eval, write_json
 
     t0 = time.monotonic()
     work = out / "work"
@@ -356,18 +367,26 @@ def run_demo(out: Path, checkpoint: str | None = None, random_init: bool = False
         ckpt = resolve_checkpoint(checkpoint, False, work)
     work.mkdir(parents=True, exist_ok=True)
     if random_init:
-        ckpt = resolve_checkpoint(None, True, work)
+        ckpt = resolve_checkpoint(None, True, work, rig)
+    trained_for = checkpoint_rig(ckpt)
+    if rig is not None and rig != trained_for:
+        from imkd_core.rig import load_rig, rig_mismatch
+
+        problem = rig_mismatch(load_rig(rig), load_rig(trained_for))
+        if problem:
+            raise DemoError(f"{problem} ({ckpt}): train a student for it (python -m train.rig_demo --rig {rig})")
+    rig = trained_for
     domain = _private_ros_env(domain_id)
     _log(f"checkpoint {ckpt}; ROS_DOMAIN_ID {domain} (private, localhost)")
 
     t = time.monotonic()
     data = work / "data"
-    gen = make_dataset(data, samples, seed, image_size, sweeps)
+    gen = make_dataset(data, samples, seed, image_size, sweeps, rig)
     _log(f"synthetic dataset: {gen['samples']} keyframes in {gen['scenes']} scenes, {gen['bytes'] / 1e6:.1f} MB "
          f"({time.monotonic() - t:.1f} s)")
     t = time.monotonic()
     nusc = load_nuscenes(str(data), VERSION)
-    bag = make_bag(nusc, work / "bags")
+    bag = make_bag(nusc, work / "bags", rig)
     t_bag = time.monotonic() - t
     _log(f"bag {bag} ({t_bag:.1f} s)")
 
@@ -381,7 +400,7 @@ def run_demo(out: Path, checkpoint: str | None = None, random_init: bool = False
     _log(f"pictures ({time.monotonic() - t:.1f} s)")
 
     info = {"scene": SCENE, "keyframes": summary["frames_expected"], "image_size": f"{image_size[0]}x{image_size[1]}",
-            "seed": seed, "sweeps": sweeps, "checkpoint": str(ckpt), "random_init": random_init,
+            "seed": seed, "sweeps": sweeps, "checkpoint": str(ckpt), "random_init": random_init, "rig": rig,
             "seconds": round(time.monotonic() - t0, 2)}
     result = {
         "replay": summary["replay"],
@@ -414,7 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-init", action="store_true", help="untrained tiny student (plumbing check only)")
     p.add_argument("--samples", type=int, default=16, help="keyframes per synthetic scene")
     p.add_argument("--seed", type=int, default=2026, help="synthetic world seed")
-    p.add_argument("--image-size", type=parse_image_size, default=(704, 396), help="camera images WxH")
+    p.add_argument("--image-size", type=parse_image_size, default=(704, 396),
+                   help="camera images WxH (the rig's first camera; the others scale with it)")
+    p.add_argument("--rig", default=None, help="sensor rig of the synthetic world (imkd_core.rig name or YAML path); "
+                   "default: the checkpoint's (the demo checkpoint: nuscenes)")
     p.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
                    help="include sweeps (12 Hz cameras, 13 Hz radar) as the demo model was trained with them; "
                         "--no-sweeps: keyframes only, faster, but the radar then differs from training")
@@ -441,7 +463,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise DemoError("--samples must be >= 2")
     result = run_demo(Path(args.out), args.checkpoint, args.random_init, args.samples, args.seed,
                       args.image_size, args.sweeps, args.rate, args.score_min, args.domain_id,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, rig=args.rig)
     out = Path(args.out)
     print((out / "metrics.md").read_text())
     print(f"wrote {out / 'metrics.md'}, {out / 'metrics.json'}, {out / 'bev.png'}, {out / 'camera.png'} "

@@ -1,4 +1,4 @@
-"""The IMKD detector node: 6 cameras + 5 radars + TF in, vision_msgs/Detection3DArray out
+"""The IMKD detector node: a rig's cameras and radars (nuScenes: 6 + 5) + TF in, vision_msgs/Detection3DArray out
 (+ ~/detection_attributes: velocity, score and class per box, index-aligned; imkd_ros.msgs).
 
     imkd-detector [--ros-args --params-file my.yaml -p checkpoint:=student.pt -p device:=cuda]
@@ -15,8 +15,10 @@ decode work scales with the inference rate and inputs never queue behind the mod
 
 Bad input never raises out of a callback: it is dropped, counted by kind and logged with a
 per-kind throttle (imkd_ros.diagnostics, on /diagnostics). Parameters are declared from
-imkd_ros.params.PARAMS, validated at start (exit code 2 with every problem listed) and, for
-the few that may change at run time, in the set-parameters callbacks.
+imkd_ros.params.PARAMS, `rig` first: the topic lists, trigger camera and camera offsets default
+to the rig's (imkd_core.rig), which must be the checkpoint's. They are validated at start (exit
+code 2 with every problem listed) and, for the few that may change at run time, in the
+set-parameters callbacks.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from imkd_core.frame import CAMERAS, RADARS, SensorFrame
+from imkd_core.frame import SensorFrame
+from imkd_core.rig import Rig, RigError, load_rig, rig_mismatch
 from imkd_ros import input_checks as checks
 from imkd_ros import msgs as M
 from imkd_ros import param_files, rclpy_compat
@@ -70,13 +73,15 @@ from imkd_ros.params import (
     DYNAMIC_PARAMS,
     NS_PER_S,
     PARAM_SPECS,
-    PARAMS,
     NodeConfigError,
     apply_detection_limits,
     assembler_config,
     change_problems,
     default_params,
     resolve_checkpoint,
+    rig_defaults,
+    rig_of_args,
+    specs_for_rig,
     validate_params,
     with_default_params_file,
 )
@@ -112,8 +117,9 @@ class DetectorNode(Node):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self.rig: Rig = self._declare_rig()
         self.p = self._declare_parameters()
-        errors = validate_params(self.p)
+        errors = validate_params(self.p, self.rig)
         ckpt = resolve_checkpoint(self.p["checkpoint"])  # MissingCheckpoint: one line, exit 2
         if not errors and not ckpt.is_file():
             errors.append(f"checkpoint = {self.p['checkpoint']!r}: file not found: {ckpt}")
@@ -125,9 +131,10 @@ class DetectorNode(Node):
         self._throttle = Throttle(5.0)
         self.predictor = self._load_predictor(ckpt)
         model_cfg = self.predictor.config
+        self._check_rig(model_cfg.data.rig, ckpt)
         self.radar_sweeps = int(self.p["radar_sweeps"] or model_cfg.data.radar_sweeps)
         try:
-            acfg = assembler_config(self.p, self.radar_sweeps)
+            acfg = assembler_config(self.p, self.radar_sweeps, self.rig)
         except ValueError as e:
             raise NodeConfigError(f"invalid synchronisation parameters: {e}") from e
         self.tf = TfBuffer(cache_time_ns=int(self.p["tf_cache_time"] * NS_PER_S),
@@ -137,12 +144,14 @@ class DetectorNode(Node):
         self._flush_ns = max(acfg.camera_timeout_ns, acfg.radar_timeout_ns, acfg.tf_timeout_ns) + 1_000_000
 
         # per-camera state: newest CameraInfo (and recent ones by stamp), image held until CameraInfo
-        n = len(CAMERAS)
+        n = len(self.rig.cameras)
         self._infos: list[dict[int, Any]] = [{} for _ in range(n)]
         self._latest_info: list[Any | None] = [None] * n
         self._held: list[Any | None] = [None] * n
         self._camera_frames: list[str | None] = [None] * n
-        self._radar_frames: list[str | None] = [None] * len(RADARS)
+        self._radar_frames: list[str | None] = [None] * len(self.rig.radars)
+        # per radar: its field mapping, or None for the 18 ARS408 fields under their own names
+        self._radar_fields = [None if r.nuscenes_layout else r.fields for r in self.rig.radars]
         self._newest_stamp: int | None = None
         self._last_input_mono: float | None = None
         self._last_input_clock: int | None = None
@@ -176,16 +185,44 @@ class DetectorNode(Node):
                                       "nothing will match those CompressedImage topics")
         self.get_logger().info(
             f"ready: model {model_cfg.name!r} ({model_cfg.data.image_size[0]}x{model_cfg.data.image_size[1]}) "
-            f"from {ckpt} on {self.predictor.device}; {n} {self.p['image_transport']} cameras, {len(RADARS)} radars "
+            f"from {ckpt} on {self.predictor.device}; rig {self.rig.name!r}: {n} {self.p['image_transport']} cameras, "
+            f"{len(self.rig.radars)} radars "
             f"x {self.radar_sweeps} sweeps; publishing {self.det_pub.topic_name}, {self.attr_pub.topic_name}, "
             f"{self.marker_pub.topic_name}, "
             f"{self.timing_pub.topic_name}, /diagnostics")
 
     # ------------------------------------------------------------------ start-up
+    def _declare_rig(self) -> Rig:
+        """Declare `rig` first and load it: the other parameters' defaults depend on it."""
+        spec = PARAM_SPECS["rig"]
+        desc = ParameterDescriptor(name=spec.name, description=spec.description,
+                                   additional_constraints=spec.constraint, read_only=True)
+        try:
+            value = self.declare_parameter(spec.name, spec.default, desc).value
+        except InvalidParameterTypeException as e:
+            raise NodeConfigError(f"invalid parameters: rig: expected a string like 'nuscenes' ({e})") from e
+        try:
+            return load_rig(str(value))
+        except RigError as e:
+            raise NodeConfigError(f"rig = {value!r}: {e}") from e
+
+    def _check_rig(self, trained_for: str, ckpt: Path) -> None:
+        """The node's rig must be the one the checkpoint was trained for (its data.rig)."""
+        try:
+            trained = load_rig(trained_for)
+        except RigError as e:
+            raise NodeConfigError(f"{ckpt} was trained for rig {trained_for!r}, which cannot be read here: {e}") from e
+        problem = rig_mismatch(self.rig, trained)
+        if problem:
+            raise NodeConfigError(f"{problem} ({ckpt}); pass rig:={trained_for} or a checkpoint trained for "
+                                  f"{self.rig.name!r}")
+
     def _declare_parameters(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"rig": self.get_parameter("rig").value}
         errors: list[str] = []
-        for s in PARAMS:
+        for s in specs_for_rig(self.rig):
+            if s.name == "rig":
+                continue
             desc = ParameterDescriptor(name=s.name, description=s.description, additional_constraints=s.constraint,
                                        read_only=not s.dynamic)
             if s.float_range:
@@ -233,12 +270,11 @@ class DetectorNode(Node):
         return predictor
 
     def _warmup(self) -> None:
-        from imkd_core.data.synthetic.frames import nuscenes_like_rig
-
         H, W = self.image_size
-        K, T = nuscenes_like_rig((H, W))
-        frame = SensorFrame(stamp=0, images=np.zeros((len(CAMERAS), H, W, 3), np.uint8), intrinsics=K,
-                            cam_to_ego=T, camera_mask=np.ones(len(CAMERAS), bool), radar=np.zeros((0, 7), np.float32))
+        K, T = self.rig.calibration((H, W))
+        n = len(self.rig.cameras)
+        frame = SensorFrame(stamp=0, images=np.zeros((n, H, W, 3), np.uint8), intrinsics=K,
+                            cam_to_ego=T, camera_mask=np.ones(n, bool), radar=np.zeros((0, 7), np.float32))
         t0 = time.perf_counter()
         try:
             self.predictor.predict(frame)
@@ -251,8 +287,8 @@ class DetectorNode(Node):
         p = self.p
         raw = p["image_transport"] == "raw"
         image_type = Image if raw else CompressedImage
-        self.cam_groups = [MutuallyExclusiveCallbackGroup() for _ in CAMERAS]
-        self.radar_groups = [MutuallyExclusiveCallbackGroup() for _ in RADARS]
+        self.cam_groups = [MutuallyExclusiveCallbackGroup() for _ in self.rig.cameras]
+        self.radar_groups = [MutuallyExclusiveCallbackGroup() for _ in self.rig.radars]
         self.tf_group = MutuallyExclusiveCallbackGroup()
         self.diag_group = MutuallyExclusiveCallbackGroup()
         self.subs: list[Any] = []
@@ -467,7 +503,7 @@ class DetectorNode(Node):
         try:
             stamp = checks.header_stamp(msg, topic, self._now(), self.p["max_stamp_future"])
             self._note_lag(stamp)
-            pts, nan_points = checks.radar_points(msg, topic, self.p["max_radar_points"])
+            pts, nan_points = checks.radar_points(msg, topic, self.p["max_radar_points"], self._radar_fields[r])
         except checks.BadInput as e:
             self._count_bad(e.kind, e.detail)
             return
@@ -509,7 +545,7 @@ class DetectorNode(Node):
             self.tf.latest_common_time(p["fixed_frame"], p["base_frame"])
         except TransformError:
             return f"TF {p['fixed_frame']} <- {p['base_frame']} (odometry on /tf)"
-        trig = CAMERAS.index(p["trigger_camera"])
+        trig = self.rig.camera_names.index(p["trigger_camera"])
         frame = self._camera_frames[trig]
         if frame is None:
             if any(self._held):
@@ -672,8 +708,13 @@ def main(args: Iterable[str] | None = None) -> int:
     """Console scripts imkd-detector / detector_node: run the node until Ctrl-C (exit 2 on bad config)."""
     argv = with_default_params_file(list(sys.argv if args is None else args))
     log = get_logger(NODE_NAME)
-    checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS,
-                                     param_files.check_value_against(default_params(), validate_params))
+    try:  # the parameters are checked against the rig they will run with
+        rig = load_rig(rig_of_args(argv))
+    except RigError as e:
+        log.fatal(f"cannot start: rig: {e}")
+        return 2
+    checked = param_files.check_args(argv, NODE_NAME, PARAM_SPECS, param_files.check_value_against(
+        {**default_params(), **rig_defaults(rig)}, lambda p: validate_params(p, rig)))
     for w in checked.warnings:
         log.warning(w)
     if checked.errors:

@@ -570,7 +570,7 @@ class FramePlayer:
 # ============================================================================ a bag through the assembler, no DDS
 def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int], *,
                  triggers: Iterable[int] | None = None,
-                 params: Mapping[str, Any] | None = None) -> dict[int, SensorFrame]:
+                 params: Mapping[str, Any] | None = None, rig: str | None = None) -> dict[int, SensorFrame]:
     """{stamp: SensorFrame} the node's FrameAssembler builds from a bag's messages in bag order.
 
     The node's own conversions and its parameters (defaults + `params`), decoding like the node
@@ -578,18 +578,26 @@ def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int]
     `triggers`: the only CAM_FRONT stamps that start frames (the lock-step replay's keyframes;
     None = all). Without DDS and threads this is the node's frame building with one fixed message
     order: the reference the closed loop must reproduce, and a check of the shared sweep rule.
+    rig: the node's rig (imkd_core.rig name or path; None = nuScenes): its topics, order, trigger
+    camera and radar field mapping.
     """
     from rclpy.serialization import deserialize_message
 
     from imkd_core.preprocess import jpeg_reduction
+    from imkd_core.rig import load_rig
     from imkd_ros import msgs as M
     from imkd_ros.assembler import FrameAssembler
-    from imkd_ros.params import assembler_config
+    from imkd_ros.input_checks import radar_points
+    from imkd_ros.params import assembler_config, rig_defaults
     from imkd_ros.replay import message_class, open_bag
+    from imkd_ros.topics import input_topics
 
-    p = {**default_params(), **(params or {})}
-    asm = FrameAssembler(assembler_config(p, radar_sweeps))
-    keys = {TOPICS[k]: k for k in [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]}
+    spec = load_rig(rig) if rig is not None else None
+    p = {**default_params(), **(rig_defaults(spec) if spec is not None else {}), **(params or {})}
+    asm = FrameAssembler(assembler_config(p, radar_sweeps, spec))
+    keys = {t: k for k, t in input_topics(spec).items()}
+    cameras = spec.camera_names if spec is not None else CAMERAS
+    fields = {r.name: (None if r.nuscenes_layout else r.fields) for r in spec.radars} if spec is not None else {}
     only = None if triggers is None else set(triggers)
     infos: dict[str, Any] = {}
     held: dict[str, Any] = {}
@@ -597,7 +605,7 @@ def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int]
 
     def add_image(cam: str, msg: Any) -> None:
         stamp = M.stamp_to_ns(msg.header.stamp)
-        if cam == "CAM_FRONT" and only is not None and stamp not in only:
+        if cam == p["trigger_camera"] and only is not None and stamp not in only:
             return
         info = infos.get(cam)
         if info is None:
@@ -619,10 +627,11 @@ def assemble_bag(bag: str | Path, radar_sweeps: int, image_size: tuple[int, int]
                 infos[cam] = msg
                 if cam in held:
                     add_image(cam, held.pop(cam))
-            elif key in CAMERAS:
+            elif key in cameras:
                 add_image(key, msg)
             else:
-                asm.add_radar(key, M.stamp_to_ns(msg.header.stamp), M.radar_points(msg), msg.header.frame_id)
+                pts, _ = radar_points(msg, conn.topic, 1 << 30, fields.get(key))
+                asm.add_radar(key, M.stamp_to_ns(msg.header.stamp), pts, msg.header.frame_id)
             frames.update((f.stamp, f) for f in asm.poll())
     finally:
         reader.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from imkd_core.radar import RADAR_PCD_FIELDS
+from imkd_core.radar import RADAR_PCD_FIELDS, canonical_radar
 from imkd_ros import msgs as M
 from imkd_ros.image_header import check_image_size
 from imkd_ros.params import NS_PER_S
@@ -87,20 +87,30 @@ def check_image_matches_info(hw: tuple[int, int], info: Any, topic: str, info_to
                                                f"{w} x {h}; image dropped (no intrinsics for it)")
 
 
-def radar_points(msg: Any, topic: str, max_radar_points: int) -> tuple[np.ndarray, BadInput | None]:
+def radar_points(msg: Any, topic: str, max_radar_points: int,
+                 fields: dict[str, str] | None = None) -> tuple[np.ndarray, BadInput | None]:
     """(18 x N radar fields with finite x/y/z, the NaN-point problem to count or None) of a
-    PointCloud2; refuses oversized, field-less, wrongly named and malformed clouds."""
+    PointCloud2; refuses oversized, field-less, wrongly named and malformed clouds.
+
+    fields: the rig's mapping column -> message field (imkd_core.rig.RadarSpec.fields) for a
+    radar that does not publish nuScenes' 18 ARS408 fields under their names (None: it does);
+    columns it lacks get values every filter rule keeps (imkd_core.radar.canonical_radar)."""
     n = int(msg.width) * int(msg.height)
     if n > max_radar_points:
         raise BadInput("radar_too_large", f"{topic}: {n} points > max_radar_points {max_radar_points}")
     if not msg.fields:
         raise BadInput("radar_empty", f"{topic}: PointCloud2 without fields ({n} points, {len(msg.data)} bytes)")
     names = {f.name for f in msg.fields}
-    missing = [f for f in RADAR_PCD_FIELDS if f not in names]
+    needed = RADAR_PCD_FIELDS if fields is None else tuple(fields.values())
+    missing = [f for f in needed if f not in names]
     if missing:
         raise BadInput("radar_fields", f"{topic}: lacks radar fields {missing}; has {sorted(names)}")
     try:
-        pts = M.radar_points(msg)
+        if fields is None:
+            pts = M.radar_points(msg)
+        else:
+            rows = M.pointcloud2_fields(msg, needed, np.float32)
+            pts = canonical_radar(dict(zip(needed, rows)), fields, rows.shape[1], np.float32)
     except M.MessageError as e:
         raise BadInput("radar_malformed", f"{topic}: {e}") from e
     finite = np.isfinite(pts[:3]).all(axis=0)

@@ -21,6 +21,9 @@ Topics (the one table, `TOPICS`; the detector config and the replay/eval tools r
     gt_markers                /ground_truth/markers                                visualization_msgs/MarkerArray
 
 (<cam>, <radar>: the nuScenes channel name lowercased, e.g. cam_front, radar_front_left.)
+With --rig (imkd_core.rig; default nuscenes, which is this table), the channels the rig names
+get the rig file's topics and frames, in the rig's order, and its reference camera (first) stamps
+the keyframes instead of CAM_FRONT; a radar PCD of another layout is passed on with its own fields.
 Image topics follow image_transport: `<ns>/image_rect_color/compressed` next to
 `<ns>/camera_info` (nuScenes images are already undistorted, hence "rect").
 
@@ -92,6 +95,7 @@ import numpy as np
 
 from imkd_core.data.nuscenes import load_nuscenes
 from imkd_core.errors import UserError, cli_main, writable_dir
+from imkd_core.rig import load_rig
 from imkd_ros.bag_messages import (
     BAG_VERSIONS,
     DEFAULT_DISTRO,
@@ -133,10 +137,8 @@ from imkd_ros.topics import (
     POINTS_TYPE,
     TF_TYPE,
     TOPICS,
-    camera_info_topic,
-    image_topic,
-    points_topic,
-    sensor_frame,
+    channel_frame,
+    channel_topics,
 )
 
 # Names other tools import from the converter (the messages, plan and PCD parser live apart;
@@ -239,12 +241,15 @@ def _write_bag(nusc: Any, plan: ScenePlan, bag_path: Path, options: ConvertOptio
         "tf_static": (TOPICS["tf_static"], TF_TYPE, [_qos("transient_local", 1)]),
         "tf": (TOPICS["tf"], TF_TYPE, []),
         "odom": (TOPICS["odom"], ODOM_TYPE, [])}
+    rig = load_rig(options.rig)
+    frames = {ch: channel_frame(ch, rig) for ch in plan.channels}
     for ch, modality in plan.channels.items():
+        data_topic, info_topic = channel_topics(ch, rig)
         if modality == "camera":
-            topics[ch] = (image_topic(ch), IMAGE_TYPE, [])
-            topics[f"{ch}/camera_info"] = (camera_info_topic(ch), CAMERA_INFO_TYPE, [])
+            topics[ch] = (data_topic, IMAGE_TYPE, [])
+            topics[f"{ch}/camera_info"] = (info_topic, CAMERA_INFO_TYPE, [])
         elif modality == "radar" or (modality == "lidar" and options.lidar):
-            topics[ch] = (points_topic(ch), POINTS_TYPE, [])
+            topics[ch] = (data_topic, POINTS_TYPE, [])
     if options.ground_truth:
         topics["gt_detections"] = (TOPICS["gt_detections"], DETECTIONS_TYPE, [])
         topics["gt_markers"] = (TOPICS["gt_markers"], MARKERS_TYPE, [])
@@ -272,7 +277,7 @@ def _write_bag(nusc: Any, plan: ScenePlan, bag_path: Path, options: ConvertOptio
             bar.update()
             if ev.kind == EVENT_TF_STATIC:
                 tfs = [transform_stamped(ts, ev.stamp, MAP_FRAME, ODOM_FRAME, (0, 0, 0), (1, 0, 0, 0))]
-                tfs += [transform_stamped(ts, ev.stamp, BASE_FRAME, sensor_frame(ch), cs["translation"],
+                tfs += [transform_stamped(ts, ev.stamp, BASE_FRAME, frames[ch], cs["translation"],
                                           cs["rotation"]) for ch, cs in plan.calib.items()]
                 put("tf_static", ev.stamp, tf_msg(ts, tfs), TF_TYPE)
             elif ev.kind == EVENT_POSE:
@@ -281,7 +286,7 @@ def _write_bag(nusc: Any, plan: ScenePlan, bag_path: Path, options: ConvertOptio
             elif ev.kind == EVENT_SENSOR:
                 ch, modality, path, rec = ev.ref
                 try:
-                    frame = sensor_frame(ch)
+                    frame = frames[ch]
                     if modality == "camera":
                         k = np.asarray(plan.calib[ch]["camera_intrinsic"], np.float64)
                         if k.shape != (3, 3):
@@ -454,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing bags")
     p.add_argument("--no-fsync", action="store_true", help="skip fsync before the final rename (faster, "
                    "still atomic against a killed process, not against a power loss)")
+    p.add_argument("--rig", default="nuscenes", help="sensor rig (imkd_core.rig): a shipped name or a YAML "
+                   "path; its cameras, radars and LiDAR get the rig's topics and frames, in its order")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -467,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ConvertOptions(storage=args.storage, distro=args.distro, compression=args.compression,
                              lidar=not args.no_lidar, ground_truth=not args.no_gt,
                              on_corrupt=args.on_corrupt, overwrite=args.overwrite, fsync=not args.no_fsync,
-                             progress=not args.no_progress and args.jobs <= 1)
+                             progress=not args.no_progress and args.jobs <= 1, rig=args.rig)
+    load_rig(options.rig)  # a bad rig file: one line, exit 2, before any table is loaded
     if options.ground_truth:
         require_vision_msgs(get_typestore(options.distro))  # fail early, before loading tables
     writable_dir(args.out)

@@ -26,6 +26,7 @@ from typing import Any
 from imkd_core.atomic import atomic_write_text
 from imkd_core.errors import UserError, cli_main
 from imkd_core.frame import CAMERAS, RADARS
+from imkd_core.rig import Rig
 from imkd_core.weights import DEMO_CHECKPOINT  # named in the checkpoint's description and error
 from imkd_ros import param_files
 from imkd_ros.assembler import AssemblerConfig
@@ -77,21 +78,28 @@ def _gt(lo: float) -> Callable[[Any], bool]:
     return lambda v: v > lo
 
 
-def _topics_ok(n: int) -> Callable[[Any], bool]:
-    return lambda v: len(v) == n and all(isinstance(t, str) and t.strip() for t in v)
+def _topics_ok(v: Any) -> bool:
+    return len(v) >= 1 and all(isinstance(t, str) and t.strip() for t in v)
 
 
 PARAMS: tuple[ParamSpec, ...] = (
     # ---- inputs
+    ParamSpec("rig", "nuscenes",
+              "Sensor rig (imkd_core.rig, docs/rigs.md): a shipped rig's name (nuscenes, compact4) or a rig YAML "
+              "path. It fixes the camera and radar order, the defaults of the topic lists, trigger_camera and "
+              "camera_offsets, and each radar's PointCloud2 field mapping; it must be the rig the checkpoint was "
+              "trained for.", "a rig name or YAML path", lambda v: bool(v.strip())),
     ParamSpec("image_topics", list(IMAGE_TOPICS),
-              f"Image topics, one per camera in the order {', '.join(CAMERAS)} (absolute or ~/-relative; "
-              "remappable). Defaults: the nuScenes bag converter's topics.",
-              "6 non-empty names", _topics_ok(len(CAMERAS))),
+              "Image topics, one per rig camera in the rig's order (absolute or ~/-relative; remappable). "
+              f"Default: the rig's (nuScenes: {', '.join(CAMERAS)}, the bag converter's topics).",
+              "one non-empty name per rig camera", _topics_ok),
     ParamSpec("camera_info_topics", list(CAMERA_INFO_TOPICS),
-              "CameraInfo topics, same camera order.", "6 non-empty names", _topics_ok(len(CAMERAS))),
+              "CameraInfo topics, same camera order. Default: the rig's.", "one non-empty name per rig camera",
+              _topics_ok),
     ParamSpec("radar_topics", list(RADAR_TOPICS),
-              f"Radar PointCloud2 topics (nuScenes' 18 fields), order {', '.join(RADARS)}.",
-              "5 non-empty names", _topics_ok(len(RADARS))),
+              f"Radar PointCloud2 topics in the rig's radar order (nuScenes: {', '.join(RADARS)}, all 18 ARS408 "
+              "fields; other rigs: the fields their rig file maps). Default: the rig's.",
+              "one non-empty name per rig radar", _topics_ok),
     ParamSpec("image_transport", "compressed",
               "'compressed': sensor_msgs/CompressedImage (JPEG/PNG); 'raw': sensor_msgs/Image.",
               "compressed | raw", lambda v: v in ("compressed", "raw")),
@@ -118,15 +126,15 @@ PARAMS: tuple[ParamSpec, ...] = (
               "non-empty, != base_frame", bool),
     ParamSpec("global_frame", "map", "Frame of SensorFrame.ego_to_global ('' = none; diagnostics only).", "", None),
     # ---- synchronisation (imkd_ros.assembler)
-    ParamSpec("trigger_camera", "CAM_FRONT", "Camera whose image starts a frame; its stamp is the frame stamp.",
-              "one of the 6 cameras", lambda v: v in CAMERAS),
+    ParamSpec("trigger_camera", "CAM_FRONT", "Camera whose image starts a frame; its stamp is the frame stamp. "
+              "Default: the rig's first (reference) camera.", "one of the rig's cameras", lambda v: bool(v.strip())),
     ParamSpec("sync_window", 0.06, "s: max |image stamp - (trigger stamp + camera offset)| to join a frame.",
               "> 0", _gt(0.0)),
     ParamSpec("camera_offsets", [0.0, 0.0, 0.0, 0.0, 0.0, -0.01],
               "s: expected stamp of each camera minus the trigger's (camera order). A camera's slot is final "
               "once it has sent an image at/after its expected stamp; nuScenes' CAM_FRONT_LEFT fires ~8 ms "
-              "before CAM_FRONT, hence -0.01.",
-              "6 values, |v| < 1", lambda v: len(v) == len(CAMERAS) and all(abs(x) < 1.0 for x in v)),
+              "before CAM_FRONT, hence -0.01. Default: the rig's sync_offset of each camera.",
+              "one value per rig camera, |v| < 1", lambda v: len(v) >= 1 and all(abs(x) < 1.0 for x in v)),
     ParamSpec("camera_timeout", 0.1, "s of input time after the trigger before a missing camera is masked.",
               ">= 0", _ge(0.0)),
     ParamSpec("camera_buffer_len", 4, "Images kept per camera for matching.", ">= 1", _ge(1)),
@@ -221,7 +229,7 @@ PARAM_SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 DYNAMIC_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.dynamic)
 # Sections of config/detector.yaml: first parameter of the section -> its heading.
 SECTIONS: dict[str, str] = {
-    "image_topics": "Inputs (topics are absolute or ~/-relative; remap them in the launch file)",
+    "rig": "Inputs (topics are absolute or ~/-relative; remap them in the launch file)",
     "base_frame": "Frames",
     "trigger_camera": "Time synchronisation (imkd_ros/assembler.py); times in seconds",
     "tf_cache_time": "TF buffer",
@@ -237,8 +245,45 @@ def default_params() -> dict[str, Any]:
     return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMS}
 
 
-def validate_params(params: Mapping[str, Any]) -> list[str]:
-    """Every problem of a full parameter set, one readable line each (empty = valid). Pure."""
+# Parameters whose defaults come from the rig (rig_defaults). config/detector.yaml shows them as
+# comments: a params file that set them would pin nuScenes' topics whatever the rig.
+RIG_PARAMS: tuple[str, ...] = ("image_topics", "camera_info_topics", "radar_topics", "trigger_camera",
+                               "camera_offsets")
+
+
+def rig_defaults(rig: Rig) -> dict[str, Any]:
+    """The parameters whose defaults come from the rig: topics, trigger camera, camera offsets."""
+    return {"image_topics": [c.topic for c in rig.cameras], "camera_info_topics": [c.info_topic for c in rig.cameras],
+            "radar_topics": [r.topic for r in rig.radars], "trigger_camera": rig.reference_camera,
+            "camera_offsets": [float(c.sync_offset) for c in rig.cameras]}
+
+
+def specs_for_rig(rig: Rig) -> tuple[ParamSpec, ...]:
+    """PARAMS with the rig's defaults (rig_defaults): what the node declares once it knows its rig."""
+    import dataclasses
+
+    d = rig_defaults(rig)
+    return tuple(dataclasses.replace(s, default=d[s.name]) if s.name in d else s for s in PARAMS)
+
+
+def rig_problems(params: Mapping[str, Any], rig: Rig) -> list[str]:
+    """Why parameters do not fit the rig: list lengths, trigger camera (one line each)."""
+    errors = []
+    for name, want in (("image_topics", len(rig.cameras)), ("camera_info_topics", len(rig.cameras)),
+                       ("radar_topics", len(rig.radars)), ("camera_offsets", len(rig.cameras))):
+        if len(params[name]) != want:
+            what = "radar" if name == "radar_topics" else "camera"
+            errors.append(f"{name} has {len(params[name])} entries but rig {rig.name!r} has {want} {what}s "
+                          f"({', '.join(rig.radar_names if what == 'radar' else rig.camera_names)})")
+    if params["trigger_camera"] not in rig.camera_names:
+        errors.append(f"trigger_camera = {params['trigger_camera']!r}: not a camera of rig {rig.name!r} "
+                      f"({', '.join(rig.camera_names)})")
+    return errors
+
+
+def validate_params(params: Mapping[str, Any], rig: Rig | None = None) -> list[str]:
+    """Every problem of a full parameter set, one readable line each (empty = valid); with `rig`,
+    also rig_problems. Pure."""
     errors: list[str] = []
     bad: set[str] = set()
     for spec in PARAMS:
@@ -257,6 +302,9 @@ def validate_params(params: Mapping[str, Any]) -> list[str]:
         dup = sorted(t for t, n in Counter(all_topics).items() if n > 1)
         if dup:
             errors.append(f"input topics must be distinct; repeated: {dup}")
+    if rig is not None and not bad & {"image_topics", "camera_info_topics", "radar_topics", "camera_offsets",
+                                      "trigger_camera"}:
+        errors += rig_problems(p, rig)
     return errors
 
 
@@ -281,12 +329,20 @@ def effective_params(params_files: Sequence[str | Path] = (), overrides: Mapping
     turn (the sections whose node key matches the node's name `fqn`), then `overrides` (-p
     name:=value); later ones win. For tools that must know the node's settings without asking it."""
     values = default_params()
+    given: set[str] = set()
     for path in params_files:
         doc = param_files.load_yaml(Path(path).read_text()) or {}
         for key, body in doc.items() if isinstance(doc, dict) else ():
             if isinstance(body, dict) and param_files.key_matches(key, fqn):
-                values.update({k: v for k, v in (body.get("ros__parameters") or {}).items() if k in PARAM_SPECS})
+                body = {k: v for k, v in (body.get("ros__parameters") or {}).items() if k in PARAM_SPECS}
+                values.update(body)
+                given |= set(body)
     values.update({k: v for k, v in (overrides or {}).items() if k in PARAM_SPECS})
+    given |= set(overrides or {})
+    if values["rig"] != PARAM_SPECS["rig"].default:  # the node takes these defaults from its rig
+        from imkd_core.rig import load_rig
+
+        values.update({k: v for k, v in rig_defaults(load_rig(values["rig"])).items() if k not in given})
     return values
 
 
@@ -307,13 +363,15 @@ def _problem(spec: ParamSpec, params: Mapping[str, Any]) -> str | None:
     return None if ok else f"{spec.name} = {v!r}: must be {spec.constraint}"
 
 
-def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig:
-    """Node parameters (seconds) -> AssemblerConfig (nanoseconds)."""
+def assembler_config(p: Mapping[str, Any], radar_sweeps: int, rig: Rig | None = None) -> AssemblerConfig:
+    """Node parameters (seconds) -> AssemblerConfig (nanoseconds), in the rig's sensor order
+    (default: nuScenes')."""
     ns = lambda s: int(round(float(s) * NS_PER_S))  # noqa: E731
+    cameras = rig.camera_names if rig is not None else CAMERAS
     return AssemblerConfig(
-        cameras=CAMERAS, radars=RADARS, trigger_camera=p["trigger_camera"],
+        cameras=cameras, radars=rig.radar_names if rig is not None else RADARS, trigger_camera=p["trigger_camera"],
         match_window_ns=ns(p["sync_window"]),
-        camera_offsets_ns={c: ns(o) for c, o in zip(CAMERAS, p["camera_offsets"]) if o},
+        camera_offsets_ns={c: ns(o) for c, o in zip(cameras, p["camera_offsets"]) if o},
         camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),
         radar_sweeps=int(radar_sweeps), radar_mode=p["radar_mode"], radar_tolerance_ns=ns(p["radar_tolerance"]),
         radar_timeout_ns=ns(p["radar_timeout"]), radar_max_gap_ns=ns(p["radar_max_gap"]),
@@ -325,6 +383,25 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int) -> AssemblerConfig
         decode_threads=int(p["decode_threads"]),
         clear_tf_on_reset=True,
     ).validate()
+
+
+def rig_of_args(argv: Sequence[str]) -> str:
+    """The `rig` value the node will run with, read from argv's params files and -p overrides
+    (rcl's order, as effective_params): what the start-up check of the other parameters needs."""
+    files: list[str] = []
+    overrides: dict[str, Any] = {}
+    for group in param_files.ros_args(argv):
+        for flag, value in zip(group, group[1:]):
+            if flag == "--params-file" and Path(value).is_file():
+                files.append(value)
+            elif flag in ("-p", "--param") and value.partition(":=")[0].rpartition(":")[2] == "rig":
+                text = value.partition(":=")[2]
+                overrides["rig"] = param_files.load_yaml(text) if text else text
+    try:
+        values = effective_params(files, overrides, param_files.node_fqn(argv, NODE_NAME))
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the full check itself
+        values = {"rig": overrides.get("rig", PARAM_SPECS["rig"].default)}
+    return str(values["rig"])
 
 
 def apply_detection_limits(predictor: Any, score_threshold: float, max_detections: int) -> None:
@@ -370,7 +447,8 @@ YAML_PATH = Path("config") / "detector.yaml"
 README_PATH = Path("README.md")
 README_BEGIN, README_END = "<!-- params:begin -->", "<!-- params:end -->"
 _YAML_HEADER = f"""\
-# Parameters of the {NODE_NAME} node, every one with its default. Generated from imkd_ros/params.py
+# Parameters of the {NODE_NAME} node, every one with its default (those the rig decides, commented
+# out: the node takes them from its `rig`). Generated from imkd_ros/params.py
 # by `python -m imkd_ros.params --write`: edit that file, not this one (test/test_params.py fails
 # when they differ). The node declares the same defaults, so a params file may list only what it
 # changes. README.md explains each parameter.
@@ -412,16 +490,20 @@ def params_yaml() -> str:
         out.append(textwrap.fill(s.description, width=104, initial_indent="    # ", subsequent_indent="    # ",
                                  break_on_hyphens=False) + "\n")
         v = s.default
+        indent = "    "
+        if s.name in RIG_PARAMS:  # commented out: the node takes them from its rig (nuScenes' shown)
+            out.append("    # (default: the rig's; uncomment to override; the nuScenes rig's values:)\n")
+            indent = "    # "
         if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            out.append(f"    {s.name}:\n" + "".join(f"      - {_yaml_scalar(x)}\n" for x in v))
+            out.append(f"{indent}{s.name}:\n" + "".join(f"{indent}  - {_yaml_scalar(x)}\n" for x in v))
         elif isinstance(v, list):
-            out.append(f"    {s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
+            out.append(f"{indent}{s.name}: [{', '.join(_yaml_scalar(x) for x in v)}]\n")
         else:
-            out.append(f"    {s.name}: {_yaml_scalar(v)}\n")
+            out.append(f"{indent}{s.name}: {_yaml_scalar(v)}\n")
     text = "".join(out)
     doc = param_files.load_yaml(text)[f"/**/{NODE_NAME}"]["ros__parameters"]
     doc.pop("use_sim_time")
-    want = default_params()
+    want = {k: v for k, v in default_params().items() if k not in RIG_PARAMS}
     if doc != want or any(type(doc[k]) is not type(want[k]) for k in want):  # a formatting bug, never a user's
         raise AssertionError("generated config/detector.yaml does not read back as the defaults")
     return text

@@ -14,7 +14,9 @@ What it does:
    keyframes with the keyframe's CAM_FRONT time (= SensorFrame.stamp = the node's output stamp)
    and stores {stamp: sample token} in the bag's custom_data `imkd.keyframes`; a bag without it
    is matched through its /ground_truth/detections stamps to the CAM_FRONT keyframe times of
-   the source dataset;
+   the source dataset. The rig is the checkpoint's (its data.rig, imkd_core.rig): the node gets it
+   as its `rig` parameter, its topics are the replayed inputs and its reference camera stands in
+   for CAM_FRONT;
 4. scores them with imkd_core.evaluate (the devkit's DetectionEval) against the SOURCE dataset
    (--dataroot/--version): the bag's ground truth lacks the lidar/radar point counts, attributes
    and visibility the devkit filters and scores with, so the honest reference is the devkit on
@@ -51,6 +53,7 @@ import numpy as np
 from imkd_core.atomic import atomic_write_text
 from imkd_core.errors import cli_main
 from imkd_core.frame import CLASSES, Detections
+from imkd_core.rig import load_rig
 from imkd_ros.closed_loop import (
     ClosedLoopResult,
     ReplayEvalError,
@@ -103,6 +106,14 @@ class DetectionLimits:
         return {"score_threshold": float(self.score_threshold), "max_detections": int(self.max_detections)}
 
 
+def checkpoint_rig(checkpoint: str | Path) -> str:
+    """The rig a checkpoint was trained for (its config's data.rig: a rig name or YAML path)."""
+    from imkd_core.checkpoint import load_checkpoint
+    from imkd_core.config import IMKDConfig
+
+    return IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"]).data.rig
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         v = float(obj)
@@ -139,9 +150,9 @@ def parse_node_param(text: str) -> tuple[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _source_hw(nusc: Any, tokens: Sequence[str]) -> tuple[int, int]:
-    """(H, W) of the CAM_FRONT images of these samples (sample_data table)."""
-    sd = nusc.get("sample_data", nusc.get("sample", tokens[0])["data"]["CAM_FRONT"])
+def _source_hw(nusc: Any, tokens: Sequence[str], camera: str = "CAM_FRONT") -> tuple[int, int]:
+    """(H, W) of the reference camera's images of these samples (sample_data table)."""
+    sd = nusc.get("sample_data", nusc.get("sample", tokens[0])["data"][camera])
     if sd.get("height"):
         return int(sd["height"]), int(sd["width"])
     return 900, 1600
@@ -153,11 +164,14 @@ def make_reader(nusc: Any, tokens: Sequence[str], config: Any, radar_rule: Any =
     sweep count, as the node's default parameters), no LiDAR."""
     from imkd_core.data.nuscenes import NuScenesReader
     from imkd_core.preprocess import jpeg_reduction
+    from imkd_core.rig import load_rig
 
+    rig = load_rig(config.data.rig)
     scenes = sorted({nusc.get("scene", nusc.get("sample", t)["scene_token"])["name"] for t in tokens})
-    reduction = jpeg_reduction(_source_hw(nusc, tokens), tuple(config.data.image_size))
+    reduction = jpeg_reduction(_source_hw(nusc, tokens, rig.reference_camera), tuple(config.data.image_size))
     return NuScenesReader(nusc.dataroot, nusc.version, scenes=scenes, radar_sweeps=int(config.data.radar_sweeps),
-                          load_lidar=False, image_reduction=reduction, nusc=nusc, radar_rule=radar_rule)
+                          load_lidar=False, image_reduction=reduction, nusc=nusc, radar_rule=radar_rule, rig=rig,
+                          input_size=tuple(config.data.image_size))
 
 
 def offline_detections(reader: Any, tokens: Sequence[str], checkpoint: str | Path, device: str = "cpu",
@@ -331,6 +345,8 @@ def run_replay_eval(
     t0 = time.monotonic()
     out = Path(out_dir)
     limits = DetectionLimits.for_checkpoint(checkpoint, score_threshold, max_detections)  # fails early
+    rig_ref = checkpoint_rig(checkpoint)
+    rig = load_rig(rig_ref)
     reader = open_bag(bag)
     try:
         if nusc is None:
@@ -340,7 +356,7 @@ def run_replay_eval(
                                       "custom_data): pass --version")
             nusc = load_nuscenes(str(dataroot), version)
         version = nusc.version
-        frames = keyframes_of_bag(reader, nusc)
+        frames = keyframes_of_bag(reader, nusc, rig.reference_camera)
     finally:
         reader.close()
     known = {s["token"] for s in nusc.sample}
@@ -357,7 +373,7 @@ def run_replay_eval(
     closed = replay_closed_loop(bag, checkpoint, rate=rate, lockstep=lockstep, params_file=params_file,
                                 node_params=params, keyframes=frames, frame_timeout=frame_timeout,
                                 startup_timeout=startup_timeout, log_path=out / "node.log", domain_id=domain_id,
-                                progress=progress)
+                                progress=progress, rig=None if rig_ref == "nuscenes" else rig_ref)
     if closed.frames_received == 0:
         log(f"the node published no detections for the bag's keyframes; its last output:\n"
              f"{_tail(out / 'node.log')}")

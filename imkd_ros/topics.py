@@ -13,7 +13,8 @@ node (imkd_ros.params), the launch file's remap arguments and the converter's to
     gt_detections        /ground_truth/detections                             vision_msgs/Detection3DArray
     gt_markers           /ground_truth/markers                                visualization_msgs/MarkerArray
 
-(<cam>, <radar>: the nuScenes channel name lowercased.) Image topics follow image_transport:
+(<cam>, <radar>: the nuScenes channel name lowercased; other rigs name their topics and frames in
+their rig file, imkd_core.rig, and `channel_topics` / `channel_frame` read them.) Image topics follow image_transport:
 `<ns>/image_rect_color/compressed` next to `<ns>/camera_info` (nuScenes images are already
 undistorted, hence "rect"). Frames follow REP-105: map -> odom -> base_link -> <channel>.
 Pure Python: no rclpy, so the converter and the launch file import it anywhere.
@@ -22,6 +23,7 @@ Pure Python: no rclpy, so the converter and the launch file import it anywhere.
 from __future__ import annotations
 
 from imkd_core.frame import CAMERAS, LIDAR, RADARS
+from imkd_core.rig import Rig
 
 NODE_NAME = "imkd_detector"
 
@@ -53,6 +55,34 @@ def points_topic(channel: str) -> str:
     return f"/sensors/{kind}/{channel.lower()}/points"
 
 
+def channel_topics(channel: str, rig: Rig | None = None) -> tuple[str, str]:
+    """(data topic, CameraInfo topic or "") of a channel: the rig file's where the rig names the
+    channel (its cameras, radars and LiDAR), else the layout above (nuScenes' rig agrees with it)."""
+    if rig is not None:
+        if channel in rig.camera_names:
+            cam = rig.camera(channel)
+            return cam.topic, cam.info_topic
+        if channel in rig.radar_names:
+            return rig.radar(channel).topic, ""
+        if channel == rig.lidar.name:
+            return rig.lidar.topic, ""
+    if channel.upper().startswith("CAM"):
+        return image_topic(channel), camera_info_topic(channel)
+    return points_topic(channel), ""
+
+
+def channel_frame(channel: str, rig: Rig | None = None) -> str:
+    """Frame id of a channel: the rig file's where it names the channel, else sensor_frame()."""
+    if rig is not None:
+        if channel in rig.camera_names:
+            return rig.camera(channel).frame
+        if channel in rig.radar_names:
+            return rig.radar(channel).frame
+        if channel == rig.lidar.name:
+            return rig.lidar.frame
+    return sensor_frame(channel)
+
+
 # The topic table. Keys: channel name (data), "<CAM>/camera_info", and the logical names.
 TOPICS: dict[str, str] = {
     **{cam: image_topic(cam) for cam in CAMERAS},
@@ -70,6 +100,17 @@ TOPICS: dict[str, str] = {
 IMAGE_TOPICS: tuple[str, ...] = tuple(TOPICS[c] for c in CAMERAS)
 CAMERA_INFO_TOPICS: tuple[str, ...] = tuple(TOPICS[f"{c}/camera_info"] for c in CAMERAS)
 RADAR_TOPICS: tuple[str, ...] = tuple(TOPICS[r] for r in RADARS)
+
+
+
+def input_topics(rig: Rig | None = None) -> dict[str, str]:
+    """{key: topic} of the node's inputs (cameras, "<CAM>/camera_info", radars, tf, tf_static) in
+    the rig's order: the table above for nuScenes (rig None), else the rig file's topics."""
+    if rig is None:
+        return {k: TOPICS[k] for k in [*CAMERAS, *(f"{c}/camera_info" for c in CAMERAS), *RADARS, "tf", "tf_static"]}
+    return {**{c.name: c.topic for c in rig.cameras}, **{f"{c.name}/camera_info": c.info_topic for c in rig.cameras},
+            **{r.name: r.topic for r in rig.radars}, "tf": TOPICS["tf"], "tf_static": TOPICS["tf_static"]}
+
 
 # ---- the node's outputs (~/ = below the node's name, remappable)
 DETECTIONS_TOPIC = "~/detections"

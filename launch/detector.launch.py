@@ -12,6 +12,8 @@ Arguments (an empty value leaves the params file's setting alone):
                    the pipeline
   device           auto | cpu | cuda | cuda:N
   use_sim_time     true when replaying a bag with --clock
+  rig              sensor rig (nuscenes, compact4 or a rig YAML, docs/rigs.md); the node's input
+                   topics then default to the rig's (remap those names, not the ones below)
   namespace        namespace of the node (its outputs become /<ns>/imkd_detector/...)
   log_level        debug | info | warn | error
   detections_topic, attributes_topic, markers_topic
@@ -55,7 +57,7 @@ INPUT_REMAPS = {
 OUTPUT_REMAPS = {"detections_topic": DETECTIONS_TOPIC, "attributes_topic": ATTRIBUTES_TOPIC,
                  "markers_topic": MARKERS_TOPIC}
 # launch argument -> node parameter it overrides (only when the argument is not empty)
-PARAM_ARGS = {"checkpoint": "checkpoint", "device": "device", "use_sim_time": "use_sim_time"}
+PARAM_ARGS = {"checkpoint": "checkpoint", "device": "device", "use_sim_time": "use_sim_time", "rig": "rig"}
 
 
 def _node(context, *args, **kwargs):
@@ -91,6 +93,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="",
                               description=f"{PARAM_SPECS['device'].constraint}; '' = params file"),
         DeclareLaunchArgument("use_sim_time", default_value="", description="true with `ros2 bag play --clock`"),
+        DeclareLaunchArgument("rig", default_value="", description="sensor rig: a shipped name (nuscenes, compact4) "
+                              "or a rig YAML; its topics become the node's defaults; '' = params file"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
     ]

@@ -101,6 +101,23 @@ def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pyte
     assert s1["teacher_cache"]["hits"] == 2 and s1["teacher_cache"]["mismatches"] == 0
     assert s1["final_loss"] == pytest.approx(s0["final_loss"], rel=1e-5)
 
+    # the tool that balances the KD weights measures every term on each starting student
+    kdg = [sys.executable, "-m", "train.kd_gradients", "--dataroot", str(world), "--version", VERSION,
+           "--config", str(cfg), "--teacher", str(out / "teacher" / "last.pt"), "--student",
+           str(out / "seed0" / "nokd" / "last.pt"), "--batches", "1", "--batch-size", "2",
+           "--set", "model.fusion_gate=strong"]
+    proc = subprocess.run(kdg, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grads = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(grads) == {"random", "inherited", "student"}
+    for name, terms in grads.items():
+        assert set(terms) == {"det", "l1", "l2", "bev", "resp", "resp_box", "l3"}, name
+        assert all(np.isfinite(v["grad_norm"]) and v["grad_norm"] > 0 for v in terms.values()), (name, terms)
+    assert grads["inherited"]["det"] != grads["random"]["det"]  # the teacher's head and BEV encoder
+    bad = subprocess.run([*kdg[:-2], "--set", "model.no_such_key=1"], cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no_such_key" in bad.stderr
+
 
 def s0_command(out: Path) -> list[str]:
     """The recorded train.py command of seed 0's l1 run, as an argv."""

@@ -21,12 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
+from imkd_core.rig import load_rig
 from imkd_ros.diagnostics import BAD_KINDS
 from imkd_ros.params import (
     PARAMS,
+    RIG_PARAMS,
     assembler_config,
     default_params,
     default_params_file,
+    rig_defaults,
     validate_params,
 )
 from imkd_ros.params import with_default_params_file as _with_default_params_file
@@ -79,10 +82,10 @@ def test_yaml_holds_every_parameter_with_its_default() -> None:
     params = _yaml_params()
     assert params.pop("use_sim_time") is False
     want = default_params()
-    assert set(params) == set(want)
+    assert set(params) == set(want) - set(RIG_PARAMS)  # those come from the node's rig
     for name, value in want.items():
-        assert params[name] == value and type(params[name]) is type(value), name
-    assert validate_params(params) == []
+        assert name in RIG_PARAMS or (params[name] == value and type(params[name]) is type(value)), name
+    assert validate_params({**params, **rig_defaults(load_rig(params["rig"]))}, load_rig(params["rig"])) == []
     assert default_params_file() == YAML
 
 
@@ -97,7 +100,8 @@ def test_yaml_matches_namespaced_node_in_rclpy() -> None:
         try:
             node = rclpy.create_node(NODE_NAME, namespace=ns, context=ctx)
             assert node.declare_parameter("image_transport", "unset").value == "compressed"
-            assert node.declare_parameter("camera_offsets", [1.0]).value == default_params()["camera_offsets"]
+            assert node.declare_parameter("max_image_size", [1, 1]).value == default_params()["max_image_size"]
+            assert node.declare_parameter("camera_offsets", [1.0]).value == [1.0]  # the rig's: not in the YAML
             assert node.declare_parameter("sync_window", 1.0).value == 0.07
             node.destroy_node()
         finally:
@@ -109,7 +113,7 @@ def test_validate_params_names_every_problem() -> None:
     assert validate_params(p) == []
     bad = {**p, "score_threshold": 1.0, "image_topics": ["/a"], "device": "gpu", "sync_window": 0.0,
            "jpeg_reduction": 3, "camera_timeout": 1, "fixed_frame": "base_link"}
-    errors = "\n".join(validate_params(bad))
+    errors = "\n".join(validate_params(bad, load_rig("nuscenes")))  # the list lengths are the rig's
     for name in ("score_threshold", "image_topics", "device", "sync_window", "jpeg_reduction", "camera_timeout",
                  "fixed_frame"):
         assert name in errors

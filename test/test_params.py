@@ -32,13 +32,16 @@ def test_generated_yaml_reads_back_as_the_defaults_with_their_types() -> None:
     assert list(doc) == [f"/**/{NODE_NAME}"]
     values = doc[f"/**/{NODE_NAME}"]["ros__parameters"]
     assert values.pop("use_sim_time") is False
-    want = P.default_params()
+    want = {k: v for k, v in P.default_params().items() if k not in P.RIG_PARAMS}  # those: the rig's
     assert list(values) == list(want)  # schema order
+    text = P.params_yaml()
+    for name in P.RIG_PARAMS:  # shown, commented out, with the nuScenes rig's values
+        assert f"\n    # {name}:" in text
     for name, value in want.items():
         assert values[name] == value and type(values[name]) is type(value), name
         if isinstance(value, list):
             assert [type(x) for x in values[name]] == [type(x) for x in value], name
-    assert set(P.SECTIONS) <= set(want) and next(iter(P.SECTIONS)) == P.PARAMS[0].name
+    assert set(P.SECTIONS) <= set(P.default_params()) and next(iter(P.SECTIONS)) == P.PARAMS[0].name
 
 
 @pytest.mark.parametrize("value", ["", "on", "1.5", "a: b", "x # y", " pad", "1e-6", "true", "[a]", "'q'", "plain"])
@@ -136,3 +139,13 @@ def test_effective_params_follow_rcl_order(tmp_path: Path) -> None:
     assert (got["camera_timeout"], got["radar_timeout"], got["tf_timeout"]) == (0.2, 0.4, 0.07)
     assert "use_sim_time" not in got and got["sync_window"] == P.default_params()["sync_window"]
     assert P.effective_params([first], fqn="/perception/imkd_detector")["camera_timeout"] == 0.2
+
+
+def test_rig_of_args_follows_rcl_order(tmp_path: Path) -> None:
+    """The start-up check validates the topic lists against the rig the node will run with."""
+    f = tmp_path / "p.yaml"
+    f.write_text("/**/imkd_detector:\n  ros__parameters:\n    rig: compact4\n")
+    assert P.rig_of_args(["imkd-detector"]) == "nuscenes"
+    assert P.rig_of_args(["x", "--ros-args", "--params-file", str(f)]) == "compact4"
+    assert P.rig_of_args(["x", "--ros-args", "--params-file", str(f), "-p", "rig:=nuscenes"]) == "nuscenes"
+    assert P.rig_of_args(["x", "--ros-args", "-p", "imkd_detector:rig:=/r/van.yaml"]) == "/r/van.yaml"

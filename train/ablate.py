@@ -480,11 +480,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rdir = run_dir(args, name, seed)
         if (args.total_budget_min and time.time() - t_start > 60 * args.total_budget_min
                 and not _finished(rdir)):
+            # past the budget: start nothing new, but still report every run finished before
             meta["stopped_by_total_budget"] = True
-            meta["not_run"] = [f"{n}/seed{s}" for n, s in plan[k:]]
-            print(f"[ablate] total budget of {args.total_budget_min:g} min reached; not run: {meta['not_run']}",
+            meta.setdefault("not_run", []).append(f"{name}/seed{seed}")
+            print(f"[ablate] total budget of {args.total_budget_min:g} min reached; not run: {name}/seed{seed}",
                   file=sys.stderr)
-            break
+            continue
         teacher_ckpt = teacher_dir / "best.pt" if (teacher_dir / "best.pt").exists() else teacher_dir / "last.pt"
         cmd = run_command(args, name, seed, teacher_ckpt if name != "teacher" else None)
         key = "teacher" if name == "teacher" else f"seed{seed}/{name}"

@@ -30,10 +30,10 @@ def collate_indexed(items: list[tuple[int, dict]]) -> tuple[list[int], dict[str,
     return [i for i, _ in items], collate([s for _, s in items])
 
 
-def source_image_hw(nusc: Any) -> tuple[int, int]:
-    """(H, W) of the dataset's CAM_FRONT images (sample_data table)."""
+def source_image_hw(nusc: Any, channel: str = "CAM_FRONT") -> tuple[int, int]:
+    """(H, W) of the dataset's images of `channel`, the rig's reference camera (sample_data table)."""
     for sd in nusc.sample_data:
-        if sd.get("channel") == "CAM_FRONT" and sd.get("height"):
+        if sd.get("channel") == channel and sd.get("height"):
             return int(sd["height"]), int(sd["width"])
     return 900, 1600
 
@@ -43,11 +43,14 @@ def build_readers(args: argparse.Namespace, cfg: IMKDConfig) -> tuple[Any, Any |
     Predictor/ROS node use for this input size; the student's val reader loads no LiDAR."""
     from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
     from imkd_core.preprocess import jpeg_reduction
+    from imkd_core.rig import load_rig
 
+    rig = load_rig(cfg.data.rig)
     nusc = load_nuscenes(args.dataroot, args.version)
-    reduction = jpeg_reduction(source_image_hw(nusc), tuple(cfg.data.image_size))
+    reduction = jpeg_reduction(source_image_hw(nusc, rig.reference_camera), tuple(cfg.data.image_size))
     common = {"radar_sweeps": cfg.data.radar_sweeps, "lidar_sweeps": cfg.data.lidar_sweeps,
-              "image_reduction": reduction, "nusc": nusc}
+              "image_reduction": reduction, "nusc": nusc, "rig": rig,
+              "input_size": tuple(cfg.data.image_size)}
     train_reader = NuScenesReader(args.dataroot, args.version, scenes=args.train_scenes, load_lidar=True, **common)
     val_reader = None
     if args.val_scenes:

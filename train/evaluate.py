@@ -46,29 +46,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _source_hw(nusc: Any) -> tuple[int, int]:
-    """(H, W) of the dataset's CAM_FRONT images, from the sample_data table."""
-    for sd in nusc.sample_data:
-        if sd.get("channel") == "CAM_FRONT" and sd.get("height"):
-            return int(sd["height"]), int(sd["width"])
-    return 900, 1600
-
-
 def predict_results(args: argparse.Namespace) -> tuple[NuScenesReader, dict[str, Any]]:
     """Build the Predictor, a reader matching its input settings, and the devkit results of all frames."""
     from imkd_core.data.nuscenes import load_nuscenes
     from imkd_core.predict import Predictor  # written alongside; imported lazily on purpose
     from imkd_core.preprocess import jpeg_reduction
+    from imkd_core.rig import load_rig
+    from train.data import source_image_hw
 
     predictor = Predictor(config=args.config, checkpoint=args.checkpoint, device=resolve_device(args.device))
     nusc = load_nuscenes(args.dataroot, args.version)
     data_cfg = getattr(getattr(predictor, "config", None), "data", None)
-    reduction, radar_sweeps = 1, 6
+    reduction, radar_sweeps, rig = 1, 6, load_rig("nuscenes")
     if data_cfg is not None:  # decode at the scale the model uses (the ROS node does the same)
-        reduction = jpeg_reduction(_source_hw(nusc), tuple(data_cfg.image_size))
+        rig = load_rig(data_cfg.rig)  # the rig the checkpoint was trained for
+        reduction = jpeg_reduction(source_image_hw(nusc, rig.reference_camera), tuple(data_cfg.image_size))
         radar_sweeps = int(data_cfg.radar_sweeps)
     reader = NuScenesReader(args.dataroot, args.version, scenes=args.scenes, load_lidar=False,
-                            radar_sweeps=radar_sweeps, image_reduction=reduction, nusc=nusc)
+                            radar_sweeps=radar_sweeps, image_reduction=reduction, nusc=nusc, rig=rig,
+                            input_size=tuple(data_cfg.image_size) if data_cfg is not None else None)
     dets, poses = {}, {}
     for token in tqdm(_tokens(reader, args.max_samples), desc="predict", unit="frame"):
         frame, _ = reader[reader.index_of(token)]

@@ -74,12 +74,16 @@ def load_student(path: str, device: torch.device):
 def val_reader(args: argparse.Namespace, cfg: Any):
     from imkd_core.data.nuscenes import NuScenesReader, load_nuscenes
     from imkd_core.preprocess import jpeg_reduction
+    from imkd_core.rig import load_rig
     from train.data import source_image_hw
 
+    rig = load_rig(cfg.data.rig)
     nusc = load_nuscenes(args.dataroot, args.version)
     return NuScenesReader(args.dataroot, args.version, scenes=args.val_scenes, load_lidar=True,
                           radar_sweeps=cfg.data.radar_sweeps, lidar_sweeps=cfg.data.lidar_sweeps,
-                          image_reduction=jpeg_reduction(source_image_hw(nusc), tuple(cfg.data.image_size)), nusc=nusc)
+                          image_reduction=jpeg_reduction(source_image_hw(nusc, rig.reference_camera),
+                                                         tuple(cfg.data.image_size)), nusc=nusc, rig=rig,
+                          input_size=tuple(cfg.data.image_size))
 
 
 def zero_radar(batch: Batch) -> Batch:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from imkd_core.config import ConfigError, IMKDConfig, get_config
+from imkd_core.rig import RIG_DIR, load_rig, rig_path
 
 KD_TERMS = ("l1", "l2", "l3", "resp", "init")
 # Flags that decide the optimisation: a resume keeps the run's values unless --force says otherwise.
@@ -31,8 +32,21 @@ def parse_kd(spec: str | None) -> set[str] | None:
 
 
 def build_config(args: argparse.Namespace) -> IMKDConfig:
-    """The preset/YAML with --set overrides and --kd applied (what the checkpoint will record)."""
+    """The preset/YAML with --rig, --set overrides and --kd applied (what the checkpoint will record).
+
+    --rig sets data.rig and takes the rig file's sweep counts unless --set gives them."""
     cfg = get_config(args.config)
+    rig_name = getattr(args, "rig", None)
+    if rig_name:
+        rig = load_rig(rig_name)
+        given = {item.partition("=")[0].strip() for item in args.overrides}
+        d = cfg.to_dict()
+        # a shipped rig by name; a rig file by absolute path, so the node finds it from any folder
+        d["data"]["rig"] = rig_name if rig_path(rig_name).parent == RIG_DIR else str(rig_path(rig_name).resolve())
+        for key in ("radar_sweeps", "lidar_sweeps"):
+            if f"data.{key}" not in given:
+                d["data"][key] = getattr(rig, key)
+        cfg = IMKDConfig.from_dict(d)
     if args.overrides:
         d = cfg.to_dict()
         for item in args.overrides:
@@ -49,6 +63,10 @@ def build_config(args: argparse.Namespace) -> IMKDConfig:
                 raise ConfigError(f"--set {key}: unknown key {parts[-1]!r}")
             node[parts[-1]] = yaml.safe_load(value)
         cfg = IMKDConfig.from_dict(d)
+    sizes = {c.input_size for c in load_rig(cfg.data.rig).cameras if c.input_size is not None}
+    if sizes and sizes != {tuple(cfg.data.image_size)}:
+        raise ConfigError(f"rig {cfg.data.rig!r} asks for model input {sizes.pop()} (H, W) but data.image_size is "
+                          f"{tuple(cfg.data.image_size)}")
     kd = parse_kd(args.kd)
     if kd is not None:
         cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, **{t: t in kd for t in KD_TERMS}))

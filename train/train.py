@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--dataroot", help="nuScenes-format dataroot")
     g.add_argument("--version", default="v1.0-trainval", help="version folder (v1.0-mini, v1.0-synth, ...)")
+    g.add_argument("--rig", default=None, help="sensor rig (imkd_core.rig): a shipped name (nuscenes, compact4) or "
+                   "a YAML path; sets data.rig and the rig's sweep counts (default: the config's, nuscenes)")
     g.add_argument("--train-scenes", nargs="+", default=None,
                    help="scene names or patterns ('synth-train-*'), resolved by resolve_scenes")
     g.add_argument("--val-scenes", nargs="+", default=None, help="validation scenes (omit: no validation)")

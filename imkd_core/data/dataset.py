@@ -117,7 +117,8 @@ class DetectionDataset(Dataset):
         if not self.augment:
             return None, None
         rng = self.rng(index)
-        augs = [sample_image_aug(rng, src_hw, self.cfg.image_size, self.cfg.aug) for _ in CAMERAS]
+        n = len(getattr(self.reader, "cameras", CAMERAS))  # the reader's rig
+        augs = [sample_image_aug(rng, src_hw, self.cfg.image_size, self.cfg.aug) for _ in range(n)]
         return augs, sample_bev_aug(rng, self.cfg.aug)
 
     def _in_range(self, boxes: np.ndarray) -> np.ndarray:

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imkd_core.errors import UserError
-from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS, GroundTruth, SensorFrame
+from imkd_core.frame import CLASSES, GroundTruth, SensorFrame
 from imkd_core.geometry import invert_transform, pose_matrix_wxyz, quat_wxyz_to_matrix
 from imkd_core.pcd import PcdError, PcdUnsupportedError, parse_pcd
-from imkd_core.preprocess import decode_image, reduced_intrinsics
-from imkd_core.radar import SweepRule, radar_features
+from imkd_core.preprocess import decode_image, jpeg_reduction, reduced_intrinsics, resize_with_intrinsics
+from imkd_core.radar import SweepRule, canonical_radar, radar_features
+from imkd_core.rig import Rig, load_rig
 
 if TYPE_CHECKING:  # pragma: no cover
     from nuscenes import NuScenes
@@ -83,6 +84,25 @@ def read_radar_pcd(path: str) -> np.ndarray:
     if np.isnan(points[:, 0]).any():  # the devkit's convention for an empty cloud
         return np.zeros((len(names), 0))
     return points
+
+
+def read_radar_fields(path: str, fields: dict[str, str]) -> np.ndarray:
+    """A radar .pcd file of any field layout -> the (18, N) RADAR_PCD_FIELDS array, through a rig's
+    field mapping (imkd_core.radar.canonical_radar); NuScenesDataError naming a missing field."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        cloud = parse_pcd(data)
+    except PcdError as e:
+        raise NuScenesDataError(f"radar file {path}: {e}") from None
+    names = cloud.dtype.names or ()
+    missing = [src for src in fields.values() if src not in names]
+    if missing:
+        raise NuScenesDataError(f"radar file {path} lacks field(s) {', '.join(missing)} of the rig; "
+                                f"has {', '.join(names)}")
+    rec = cloud.array()
+    return canonical_radar({src: rec[src].astype(np.float64) for src in fields.values()}, fields, int(cloud.width)
+                           * int(cloud.height))
 
 
 # ----------------------------------------------------------------------------- file names
@@ -181,7 +201,7 @@ class NuScenesReader:
     scenes: see `resolve_scenes` (None = all scenes). lidar_sweeps: how many sample_data records
     the LiDAR contributes, following the `prev` chain from the keyframe. Radar: the sweeps that
     `radar_rule` (imkd_core.radar.SweepRule; default: its defaults with `radar_sweeps`) picks
-    from each radar's timeline of existing files around the CAM_FRONT stamp - the rule the ROS
+    from each radar's timeline of existing files around the reference (CAM_FRONT) stamp - the rule the ROS
     node's assembler applies online, so training, offline evaluation and the node take the same
     sweeps (the devkit's keyframe radar sweep, nearest the LiDAR time, in ~98 % of cases).
     image_reduction: JPEG DCT reduction (1, 2, 4, 8) for decoding; the caller picks it with
@@ -192,6 +212,11 @@ class NuScenesReader:
     nusc: an already loaded NuScenes to share (dataroot/version are then taken from it).
     lidar_min_distance: returns closer than this in |x| and |y| of the sensor are dropped, like
     the devkit's `remove_close` in `from_file_multisweep` (roof and body of the ego car).
+    rig: the sensor rig (imkd_core.rig; default nuscenes): camera and radar order, the reference
+    camera (the frame stamp; CAM_FRONT above), each radar's field mapping. Cameras of another size
+    than the reference camera are resized to its size, K scaled, as the node's assembler does.
+    input_size: the model input (H, W); given, each camera decodes at its own
+    `jpeg_reduction(its size, input_size)` (the node's rule) instead of `image_reduction`.
     """
 
     def __init__(
@@ -206,11 +231,17 @@ class NuScenesReader:
         nusc: NuScenes | None = None,
         lidar_min_distance: float = 1.0,
         radar_rule: SweepRule | None = None,
+        rig: Rig | str | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         if radar_sweeps < 1 or lidar_sweeps < 1:
             raise ValueError("radar_sweeps and lidar_sweeps must be >= 1")
         if image_reduction not in (1, 2, 4, 8):
             raise ValueError(f"image_reduction must be 1, 2, 4 or 8, got {image_reduction}")
+        self.rig = rig if isinstance(rig, Rig) else load_rig(rig or "nuscenes")
+        self.cameras = self.rig.camera_names
+        self.radars = self.rig.radar_names
+        self.lidar_channel = self.rig.lidar.name
         self.nusc = nusc if nusc is not None else load_nuscenes(str(dataroot), version)
         self.dataroot = self.nusc.dataroot
         self.version = self.nusc.version
@@ -219,6 +250,9 @@ class NuScenesReader:
         self.lidar_sweeps = int(lidar_sweeps)
         self.load_lidar = bool(load_lidar)
         self.image_reduction = int(image_reduction)
+        # the model input (H, W): each camera then decodes at its own JPEG reduction for it, as the
+        # node does (cameras of one size, e.g. nuScenes': the same reduction for all)
+        self.input_size = tuple(input_size) if input_size is not None else None
         self.lidar_min_distance = float(lidar_min_distance)
         self.scenes = resolve_scenes(self.nusc, scenes)
         self.missing_files = 0
@@ -338,10 +372,11 @@ class NuScenesReader:
         return [existing[i] for i in chosen]
 
     def _reference(self, sample: dict) -> tuple[dict, np.ndarray]:
-        """(CAM_FRONT sample_data, ego(ref) -> global)."""
-        token = sample["data"].get("CAM_FRONT")
+        """(reference camera's sample_data, ego(ref) -> global)."""
+        ref = self.rig.reference_camera
+        token = sample["data"].get(ref)
         if token is None:
-            raise NuScenesDataError(f"sample {sample['token']} has no CAM_FRONT keyframe (the reference sensor)")
+            raise NuScenesDataError(f"sample {sample['token']} has no {ref} keyframe (the reference sensor)")
         sd = self._get("sample_data", token)
         return sd, self._ego_pose(sd)
 
@@ -399,10 +434,11 @@ class NuScenesReader:
     # ------------------------------------------------------------------ sensors
     def _cameras(self, sample: dict, global_to_ref: np.ndarray) -> tuple[np.ndarray, ...]:
         imgs: list[np.ndarray | None] = []
-        Ks = np.tile(np.eye(3), (len(CAMERAS), 1, 1))
-        c2e = np.tile(np.eye(4), (len(CAMERAS), 1, 1))
-        mask = np.zeros(len(CAMERAS), dtype=bool)
-        for c, cam in enumerate(CAMERAS):
+        n = len(self.cameras)
+        Ks = np.tile(np.eye(3), (n, 1, 1))
+        c2e = np.tile(np.eye(4), (n, 1, 1))
+        mask = np.zeros(n, dtype=bool)
+        for c, cam in enumerate(self.cameras):
             token = sample["data"].get(cam)
             if token is None:
                 imgs.append(None)
@@ -411,8 +447,10 @@ class NuScenesReader:
             path = self._require(sd, cam, sample["token"])
             with open(path, "rb") as f:
                 data = f.read()
+            src_hw = (sd.get("height") or 0, sd.get("width") or 0)
+            r = jpeg_reduction(src_hw, self.input_size) if self.input_size and src_hw[0] else self.image_reduction
             try:
-                img = decode_image(data, self.image_reduction)
+                img = decode_image(data, r)
             except ValueError as exc:
                 raise NuScenesDataError(f"cannot decode nuScenes image {path}: {exc}") from None
             sensor_to_ego = self._sensor_pose(sd)
@@ -420,18 +458,18 @@ class NuScenesReader:
             if K is None:
                 raise NuScenesDataError(
                     f"calibrated_sensor {sd['calibrated_sensor_token']} of {cam} has no camera_intrinsic")
-            K = reduced_intrinsics(K, (sd.get("height") or 0, sd.get("width") or 0), img.shape[:2],
-                                   self.image_reduction)
+            K = reduced_intrinsics(K, src_hw, img.shape[:2], r)
             Ks[c] = K
             c2e[c] = global_to_ref @ self._ego_pose(sd) @ sensor_to_ego
             mask[c] = True
             imgs.append(img)
-        shapes = {im.shape for im in imgs if im is not None}
-        if len(shapes) != 1:
-            raise NuScenesDataError(
-                f"sample {sample['token']}: camera images differ in size or are all absent: {shapes}")
-        shape = shapes.pop()
-        images = np.zeros((len(CAMERAS),) + shape, dtype=np.uint8)
+        if imgs[0] is None:  # the reference camera (the frame stamp's) is always there, see _reference
+            raise NuScenesDataError(f"sample {sample['token']}: no {self.cameras[0]} image")
+        shape = imgs[0].shape  # other sizes are resized to it, K scaled (as the ROS node's assembler)
+        for c, im in enumerate(imgs):
+            if im is not None and im.shape != shape:
+                imgs[c], Ks[c] = resize_with_intrinsics(im, Ks[c], shape[0], shape[1])
+        images = np.zeros((n,) + shape, dtype=np.uint8)
         for c, im in enumerate(imgs):
             if im is not None:
                 images[c] = im
@@ -439,16 +477,16 @@ class NuScenesReader:
 
     def _radar(self, sample: dict, global_to_ref: np.ndarray, ref_us: int) -> np.ndarray:
         chunks = [np.zeros((0, 7), dtype=np.float32)]
-        for radar in RADARS:
-            for sd, path in self._radar_sweeps(sample, radar, ref_us):
-                points = read_radar_pcd(path)
+        for spec in self.rig.radars:
+            for sd, path in self._radar_sweeps(sample, spec.name, ref_us):
+                points = read_radar_pcd(path) if spec.nuscenes_layout else read_radar_fields(path, spec.fields)
                 sensor_to_ref = global_to_ref @ self._ego_pose(sd) @ self._sensor_pose(sd)
                 chunks.append(radar_features(points, sensor_to_ref, (ref_us - sd["timestamp"]) * 1e-6))
         return np.concatenate(chunks, axis=0)
 
     def _lidar(self, sample: dict, global_to_ref: np.ndarray, ref_us: int) -> np.ndarray:
         parts = []
-        for sd, path in self._sweeps(sample, LIDAR, self.lidar_sweeps):
+        for sd, path in self._sweeps(sample, self.lidar_channel, self.lidar_sweeps):
             raw = np.fromfile(path, dtype=np.float32)
             if raw.size % 5:
                 raise NuScenesDataError(f"LiDAR file {path} is truncated ({raw.size} floats, not a multiple of 5)")
@@ -470,7 +508,7 @@ class NuScenesReader:
         return out
 
     def __getitem__(self, index: int) -> tuple[SensorFrame, GroundTruth]:
-        """Sample `index` -> (SensorFrame in base_link at the CAM_FRONT stamp, its GroundTruth)."""
+        """Sample `index` -> (SensorFrame in base_link at the reference camera's stamp, its GroundTruth)."""
         from nuscenes.eval.detection.utils import category_to_detection_name
 
         if not -len(self) <= index < len(self):

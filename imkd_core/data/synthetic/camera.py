@@ -18,6 +18,7 @@ from imkd_core.geometry import rotation_z, transform_matrix
 
 if TYPE_CHECKING:
     from imkd_core.data.synthetic.world import SceneWorld
+    from imkd_core.rig import Rig
 
 
 class _CameraModel:
@@ -27,11 +28,12 @@ class _CameraModel:
     car the 0.15 m texture is magnified anyway, and it halves the cost of the largest image op.
     """
 
-    def __init__(self, channel: str, size: tuple[int, int], sky: np.ndarray, haze: np.ndarray):
+    def __init__(self, channel: str, size: tuple[int, int], sky: np.ndarray, haze: np.ndarray,
+                 rig: Rig | None = None):
         w, h = size
         self.channel, self.size = channel, size
-        self.K = _scaled_intrinsic(channel, size)
-        self.T_ec = _sensor_to_ego(channel)
+        self.K = _scaled_intrinsic(channel, size, rig)
+        self.T_ec = _sensor_to_ego(channel, rig)
         u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
         ground, dist, gxy, elev = self._rays(u, v)
         rows = np.flatnonzero(ground.any(1))

@@ -1,5 +1,6 @@
 """What to generate and the rig it is seen with: `SyntheticConfig`, named presets, scene names and
-splits, the nuScenes sensor rig (calibration, rates) and the world's physical constants.
+splits, the nuScenes sensor rig (calibration, rates; the same numbers as imkd_core/rigs/nuscenes.yaml,
+other rigs come from their rig file) and the world's physical constants.
 
 Every other module of the package reads its constants from here, so one place says how big a
 car is, how bright asphalt is in LiDAR, and where each sensor sits.
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from imkd_core.geometry import quat_wxyz_to_matrix, transform_matrix
+from imkd_core.rig import Rig
 
 # --------------------------------------------------------------------------------------------
 # The nuScenes rig (log n008-2018-08-30-10-33-52-0400 of the real calibrated_sensor table):
@@ -58,11 +60,7 @@ RIG: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[tuple[float, ..
 _FULL_IMAGE_SIZE = (1600, 900)  # (W, H) the RIG intrinsics refer to
 
 
-# Camera firing offsets relative to the LiDAR keyframe (s), from the real data (lidar sweeps past).
-_CAM_OFFSETS: dict[str, float] = {
-    "CAM_FRONT_LEFT": -0.0443, "CAM_FRONT": -0.0367, "CAM_FRONT_RIGHT": -0.0287,
-    "CAM_BACK_RIGHT": -0.0211, "CAM_BACK": -0.0116, "CAM_BACK_LEFT": -0.0017,
-}
+# Camera firing offsets relative to the LiDAR keyframe: each rig camera's fire_offset (imkd_core.rig).
 _KEYFRAME_DT = 0.5          # s, 2 Hz samples
 _LIDAR_DT = 0.05            # s, 20 Hz
 _CAM_DT = _KEYFRAME_DT / 6  # s, 12 Hz (6 frames per keyframe interval)
@@ -138,6 +136,7 @@ class SyntheticConfig:
     jpeg_quality: int = 90
     lidar_azimuth_steps: int = 1080
     annotation_range: float = 70.0
+    rig: str = "nuscenes"  # imkd_core.rig name or YAML path; image_size is its first camera's size
 
     def __post_init__(self) -> None:
         if self.scenes < 1:
@@ -162,6 +161,8 @@ class SyntheticConfig:
             raise ValueError(f"lidar_azimuth_steps must be >= 90, got {self.lidar_azimuth_steps}")
         if self.annotation_range <= 0:
             raise ValueError(f"annotation_range must be > 0, got {self.annotation_range}")
+        if not isinstance(self.rig, str) or not self.rig.strip():
+            raise ValueError(f"rig must be a rig name or YAML path, got {self.rig!r}")
 
 
 # Named worlds. `bench` is the miniature distillation benchmark: many short scenes (objects are
@@ -206,18 +207,42 @@ def _yaw_quat(yaw: float) -> list[float]:
     return [math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)]
 
 
-def _sensor_to_ego(channel: str) -> np.ndarray:
-    trans, quat, _ = RIG[channel]
+def _sensor_pose(channel: str, rig: Rig | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(translation, rotation w, x, y, z) sensor -> ego of a channel of `rig` (default: nuScenes);
+    "LIDAR_TOP" also names the rig's LiDAR, whatever its name."""
+    if rig is None:
+        return RIG[channel][0], RIG[channel][1]
+    spec = rig.lidar if channel in (rig.lidar.name, "LIDAR_TOP") else (
+        rig.camera(channel) if channel in rig.camera_names else rig.radar(channel))
+    return spec.translation, spec.rotation
+
+
+def _sensor_to_ego(channel: str, rig: Rig | None = None) -> np.ndarray:
+    trans, quat = _sensor_pose(channel, rig)
     return transform_matrix(quat_wxyz_to_matrix(quat), trans)
 
 
-def _scaled_intrinsic(channel: str, size: tuple[int, int]) -> np.ndarray:
-    """The channel's intrinsic matrix scaled from 1600x900 to `size` (W, H)."""
-    k = np.array(RIG[channel][2], dtype=np.float64)
-    sx, sy = size[0] / _FULL_IMAGE_SIZE[0], size[1] / _FULL_IMAGE_SIZE[1]
+def _scaled_intrinsic(channel: str, size: tuple[int, int], rig: Rig | None = None) -> np.ndarray:
+    """The channel's intrinsic matrix scaled from its calibrated size (nuScenes: 1600x900) to `size` (W, H)."""
+    if rig is None:
+        k, full = np.array(RIG[channel][2], dtype=np.float64), _FULL_IMAGE_SIZE
+    else:
+        cam = rig.camera(channel)
+        k, full = np.array(cam.intrinsic, dtype=np.float64), cam.image_size
+    sx, sy = size[0] / full[0], size[1] / full[1]
     k[0] *= sx
     k[1] *= sy
     return k
+
+
+def camera_sizes(cfg: SyntheticConfig, rig: Rig) -> dict[str, tuple[int, int]]:
+    """(W, H) each camera of `rig` is rendered at: cfg.image_size for the first (reference) camera,
+    the others scaled from their rig size by the same factors (nuScenes: all cfg.image_size)."""
+    ref = rig.cameras[0].image_size
+    sx, sy = cfg.image_size[0] / ref[0], cfg.image_size[1] / ref[1]
+    return {c.name: (cfg.image_size if c.image_size == ref else
+                     (max(32, round(c.image_size[0] * sx)), max(18, round(c.image_size[1] * sy))))
+            for c in rig.cameras}
 
 
 def _wrap(a: np.ndarray | float) -> np.ndarray | float:

@@ -47,7 +47,7 @@ def cast_lidar(world: SceneWorld, t: float, rng: np.random.Generator) -> tuple[n
     """
     rays, rays_t = lidar_rays(world.cfg.lidar_azimuth_steps)
     nr, na, _ = rays.shape
-    T_gs = world.ego_transform(t) @ _sensor_to_ego(LIDAR)
+    T_gs = world.ego_transform(t) @ _sensor_to_ego(LIDAR, world.rig)
     R, tr = T_gs[:3, :3], T_gs[:3, 3]
     dz = rays @ R[2]
     depth = np.where(dz < -1e-6, -tr[2] / np.minimum(dz, -1e-6), np.inf)  # ground plane z = 0

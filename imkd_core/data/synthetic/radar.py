@@ -26,7 +26,7 @@ def radar_sweep(world: SceneWorld, channel: str, t: float, rng: np.random.Genera
     (moving-looking returns that the devkit's default filters reject).
     """
     T_ge = world.ego_transform(t)
-    T_gs = T_ge @ _sensor_to_ego(channel)
+    T_gs = T_ge @ _sensor_to_ego(channel, world.rig)
     R2, p_r = T_gs[:2, :2], T_gs[:2, 3]
     v_ego, omega = world.ego_velocity(t)
     arm = p_r - T_ge[:2, 3]

@@ -16,7 +16,6 @@ from imkd_core.data.synthetic.camera import _CameraModel
 from imkd_core.data.synthetic.config import (
     _BIKE_W,
     _CAM_DT,
-    _CAM_OFFSETS,
     _CLASS_SPEC,
     _CLUTTER_SPEC,
     _FACED,
@@ -36,11 +35,12 @@ from imkd_core.data.synthetic.config import (
     SyntheticConfig,
     _token,
     _wrap,
+    camera_sizes,
     scene_name,
 )
 from imkd_core.data.synthetic.objects import _Spawner
-from imkd_core.frame import CAMERAS, LIDAR, RADARS
 from imkd_core.geometry import rotation_z, transform_matrix
+from imkd_core.rig import load_rig
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +138,7 @@ class SceneWorld:
         if not 0 <= index < cfg.scenes:
             raise ValueError(f"scene index {index} out of range for {cfg.scenes} scenes")
         self.cfg, self.index = cfg, index
+        self.rig = load_rig(cfg.rig)
         ss = np.random.SeedSequence([cfg.seed, index, 0x5EED])
         s_world, s_tl, self._s_lidar, self._s_radar, s_style = ss.spawn(5)
         rng = np.random.default_rng(s_world)
@@ -379,9 +380,10 @@ class SceneWorld:
         key = np.arange(n_l) % 10 == 0
         sample = (np.arange(n_l) + 9) // 10
         self.sample_t = tl[key].copy()
-        self._add_channel(LIDAR, tl, key, sample, sweeps)
-        for cam in CAMERAS:
-            keys = self.sample_t + _CAM_OFFSETS[cam] + np.clip(rng.normal(0, 0.0008, K), -0.002, 0.002)
+        self._add_channel(self.rig.lidar.name, tl, key, sample, sweeps)
+        for spec in self.rig.cameras:
+            cam = spec.name
+            keys = self.sample_t + spec.fire_offset + np.clip(rng.normal(0, 0.0008, K), -0.002, 0.002)
             t, k, smp = [keys[0]], [True], [0]
             for i in range(1, K):
                 for j in range(1, 6):
@@ -392,7 +394,7 @@ class SceneWorld:
                 k.append(True)
                 smp.append(i)
             self._add_channel(cam, np.array(t), np.array(k), np.array(smp), sweeps)
-        for rad in RADARS:
+        for rad in self.rig.radar_names:
             period = _RADAR_DT * rng.uniform(0.99, 1.01)
             start = -0.06 + rng.uniform(0.0, period)
             n = int((self.t_end + 0.12) / period) + 2
@@ -462,7 +464,8 @@ class SceneWorld:
     # ---------------------------------------------------------------- cameras
     def cameras(self) -> dict[str, _CameraModel]:
         if self._cams is None:
-            self._cams = {c: _CameraModel(c, self.cfg.image_size, self.sky, self.haze) for c in CAMERAS}
+            sizes = camera_sizes(self.cfg, self.rig)
+            self._cams = {c: _CameraModel(c, sizes[c], self.sky, self.haze, self.rig) for c in self.rig.camera_names}
         return self._cams
 
 

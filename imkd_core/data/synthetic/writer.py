@@ -19,16 +19,18 @@ import numpy as np
 
 from imkd_core.data.synthetic.config import (
     _VEHICLES,
-    RIG,
     SyntheticConfig,
     _scaled_intrinsic,
+    _sensor_pose,
     _sensor_to_ego,
     _token,
     _yaw_quat,
+    camera_sizes,
 )
 from imkd_core.data.synthetic.world import SceneWorld
-from imkd_core.frame import CAMERAS, CLASSES, LIDAR, RADARS
-from imkd_core.pcd import radar_pcd_bytes
+from imkd_core.frame import CLASSES
+from imkd_core.pcd import RADAR_PCD_PAD, pcd_bytes, radar_pcd_bytes
+from imkd_core.rig import Rig, load_rig
 
 # Real nuScenes sensor tokens, so tools keyed on them keep working.
 _SENSOR_TOKENS: dict[str, str] = {
@@ -132,8 +134,19 @@ def _init_worker(q: Any) -> None:
     cv2.setNumThreads(1)
 
 
+def _sensor_token(channel: str) -> str:
+    """The sensor record's token: nuScenes' own for its channels, a derived one for other rigs'."""
+    return _SENSOR_TOKENS.get(channel) or _token(0, "sensor", channel)
+
+
+def _channels(rig: Rig) -> tuple[str, ...]:
+    """Cameras, LiDAR, radars: the order of the sensor and calibrated_sensor tables."""
+    return (*rig.camera_names, rig.lidar.name, *rig.radar_names)
+
+
 def _file_name(world: SceneWorld, channel: str, key: bool, stamp: int) -> str:
-    ext = "jpg" if channel.startswith("CAM") else ("pcd.bin" if channel == LIDAR else "pcd")
+    rig = world.rig
+    ext = "jpg" if channel in rig.camera_names else ("pcd.bin" if channel == rig.lidar.name else "pcd")
     return f"{'samples' if key else 'sweeps'}/{channel}/{world.logfile}__{channel}__{stamp}.{ext}"
 
 
@@ -161,8 +174,10 @@ class _SceneWriter:
         self.cfg, self.index, self.out = cfg, index, Path(out_dir)
         self.K = K = cfg.samples_per_scene
         self.sample_toks = [self.tok("sample", k) for k in range(K)]
-        self.cs_tok = {ch: self.tok("cs", ch) for ch in RIG}
-        self.channels = [LIDAR, *RADARS, *CAMERAS]
+        self.rig = rig = world.rig
+        self.cam_sizes = camera_sizes(cfg, rig)
+        self.cs_tok = {ch: self.tok("cs", ch) for ch in _channels(rig)}
+        self.channels = [rig.lidar.name, *rig.radar_names, *rig.camera_names]
         self.sd_tokens = {ch: [self.tok("sd", ch, n) for n in range(len(world.times[ch]))] for ch in self.channels}
         self.sd_records: list[dict[str, Any]] = []
         self.ego_records: list[dict[str, Any]] = []
@@ -198,7 +213,7 @@ class _SceneWriter:
         pts, hid, unocc = world.cast_lidar(t, rng)
         if key:
             idx, cen, yaws, sizes = self.ann_boxes[k]
-            T_gs = world.ego_transform(t) @ _sensor_to_ego(LIDAR)
+            T_gs = world.ego_transform(t) @ _sensor_to_ego(self.rig.lidar.name, self.rig)
             g = pts[:, :3].astype(np.float64) @ T_gs[:3, :3].T + T_gs[:3, 3]
             inside, amb = _points_in_boxes(g, cen, yaws, sizes, margin=0.002)
             keep = ~amb.any(0)
@@ -210,17 +225,24 @@ class _SceneWriter:
         return pts.astype(np.float32).tobytes()
 
     def radar_bytes(self, ch: str, t: float, key: bool, k: int, rng: np.random.Generator) -> bytes:
-        """A radar sweep as PCD; on a keyframe its points in each annotated box are counted."""
+        """A radar sweep as PCD (the rig's fields under its names: nuScenes' 18 ARS408 fields, or
+        fewer); on a keyframe its points in each annotated box are counted."""
         world = self.world
         arr = world.radar_sweep(ch, t, rng)
         if key:
             idx, cen, yaws, sizes = self.ann_boxes[k]
-            T_gs = world.ego_transform(t) @ _sensor_to_ego(ch)
+            T_gs = world.ego_transform(t) @ _sensor_to_ego(ch, self.rig)
             p = np.stack([arr["x"], arr["y"], arr["z"]], 1).astype(np.float64)
             g = p @ T_gs[:3, :3].T + T_gs[:3, 3]
             inside, _ = _points_in_boxes(g, cen, yaws, sizes)
             self.num_radar[k] += inside.sum(1)
-        return radar_pcd_bytes(arr)
+        spec = self.rig.radar(ch)
+        if spec.nuscenes_layout:
+            return radar_pcd_bytes(arr)
+        out = np.empty(len(arr), np.dtype([(src, arr.dtype[col]) for col, src in spec.fields.items()]))
+        for col, src in spec.fields.items():
+            out[src] = arr[col]
+        return pcd_bytes(out, RADAR_PCD_PAD)
 
     def camera_bytes(self, ch: str, t: float, fname: str) -> bytes:
         ok, buf = cv2.imencode(".jpg", self.world.render_camera(ch, t),
@@ -236,8 +258,8 @@ class _SceneWriter:
         sd_tok = self.sd_tokens[ch][n]
         self.ego_records.append({"token": sd_tok, "timestamp": stamp, "rotation": _yaw_quat(yaw),
                                  "translation": [x, y, 0.0]})
-        is_cam = ch.startswith("CAM")
-        W, H = self.cfg.image_size
+        is_cam = ch in self.cam_sizes
+        W, H = self.cam_sizes.get(ch, (0, 0))
         self.sd_records.append({
             "token": sd_tok, "sample_token": self.sample_toks[int(world.sample_of[ch][n])], "ego_pose_token": sd_tok,
             "calibrated_sensor_token": self.cs_tok[ch], "timestamp": stamp,
@@ -263,9 +285,9 @@ class _SceneWriter:
                     stamp = int(world.stamp_us(t))
                     key = bool(keys[n])
                     fname = _file_name(world, ch, key, stamp)
-                    if ch == LIDAR:
+                    if ch == self.rig.lidar.name:
                         data = self.lidar_bytes(t, key, k, rng_lidar)
-                    elif ch in RADARS:
+                    elif ch in self.rig.radar_names:
                         data = self.radar_bytes(ch, t, key, k, rng_radar)
                     else:
                         data = self.camera_bytes(ch, t, fname)
@@ -327,10 +349,10 @@ class _SceneWriter:
                     "prev": sample_toks[k - 1] if k > 0 else "", "next": sample_toks[k + 1] if k + 1 < K else "",
                     "scene_token": scene_tok} for k in range(K)]
         calib = []
-        for ch in (*CAMERAS, LIDAR, *RADARS):
-            trans, quat, _ = RIG[ch]
-            intr = _scaled_intrinsic(ch, self.cfg.image_size).tolist() if ch.startswith("CAM") else []
-            calib.append({"token": self.cs_tok[ch], "sensor_token": _SENSOR_TOKENS[ch], "translation": list(trans),
+        for ch in _channels(self.rig):
+            trans, quat = _sensor_pose(ch, self.rig)
+            intr = _scaled_intrinsic(ch, self.cam_sizes[ch], self.rig).tolist() if ch in self.cam_sizes else []
+            calib.append({"token": self.cs_tok[ch], "sensor_token": _sensor_token(ch), "translation": list(trans),
                           "rotation": list(quat), "camera_intrinsic": intr})
         date = time.strftime("%Y-%m-%d", time.gmtime(world.t0_us / 1e6))
         return {
@@ -366,14 +388,14 @@ def _scene_task(args: tuple[str, SyntheticConfig, int]) -> dict[str, Any]:
     return _generate_scene(*args)
 
 
-def _static_tables() -> dict[str, list[dict[str, Any]]]:
+def _static_tables(rig: Rig) -> dict[str, list[dict[str, Any]]]:
     return {
         "category": [{"token": t, "name": n, "description": d} for t, n, d in _CATEGORIES],
         "attribute": [{"token": t, "name": n, "description": d} for t, n, d in _ATTRIBUTES],
         "visibility": [{"description": d, "token": t, "level": lv} for t, lv, d in _VISIBILITY],
-        "sensor": [{"token": _SENSOR_TOKENS[ch], "channel": ch,
-                    "modality": "camera" if ch.startswith("CAM") else ("lidar" if ch == LIDAR else "radar")}
-                   for ch in (*CAMERAS, LIDAR, *RADARS)],
+        "sensor": [{"token": _sensor_token(ch), "channel": ch,
+                    "modality": "camera" if ch in rig.camera_names else ("lidar" if ch == rig.lidar.name else "radar")}
+                   for ch in _channels(rig)],
     }
 
 
@@ -428,7 +450,8 @@ def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None
     vdir = out / cfg.version
     if vdir.exists() and any(vdir.glob("*.json")):
         raise FileExistsError(f"{vdir} already contains tables; choose an empty output directory")
-    for ch in (*CAMERAS, LIDAR, *RADARS):
+    rig = load_rig(cfg.rig)
+    for ch in _channels(rig):
         (out / "samples" / ch).mkdir(parents=True, exist_ok=True)
         if cfg.sweeps:
             (out / "sweeps" / ch).mkdir(parents=True, exist_ok=True)
@@ -438,7 +461,7 @@ def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None
     results = _run_scenes(out, cfg, progress)
 
     tables: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
-    tables.update(_static_tables())
+    tables.update(_static_tables(rig))
     for r in results:
         for name in ("scene", "log", "map", "sample", "sample_data", "ego_pose", "calibrated_sensor", "instance",
                      "sample_annotation"):
@@ -469,7 +492,9 @@ def generate(out_dir: str | os.PathLike[str], cfg: SyntheticConfig | None = None
         "seed": cfg.seed,
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    config = {k: v for k, v in asdict(cfg).items() if k != "jobs"}  # output does not depend on jobs
+    # output does not depend on jobs; the default rig is left out (the metadata of nuScenes-rig
+    # datasets reads as before)
+    config = {k: v for k, v in asdict(cfg).items() if k != "jobs" and not (k == "rig" and v == "nuscenes")}
     meta = {"generator": "imkd_core.data.synthetic", "config": config, "scenes": names}
     (out / "synthetic_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return summary
