@@ -112,7 +112,9 @@ def test_ablation_end_to_end(world: Path, tmp_path: Path, tmp_path_factory: pyte
     assert set(grads) == {"random", "inherited", "student"}
     for name, terms in grads.items():
         assert set(terms) == {"det", "l1", "l2", "bev", "resp", "resp_box", "l3"}, name
-        assert all(np.isfinite(v["grad_norm"]) and v["grad_norm"] > 0 for v in terms.values()), (name, terms)
+        assert all(np.isfinite(v["grad_norm"]) and v["grad_norm"] >= 0 for v in terms.values()), (name, terms)
+        # resp_box may be 0: a 2-step teacher is confident nowhere
+        assert all(terms[k]["grad_norm"] > 0 for k in ("det", "l1", "l2", "bev", "resp", "l3")), (name, terms)
     assert grads["inherited"]["det"] != grads["random"]["det"]  # the teacher's head and BEV encoder
     bad = subprocess.run([*kdg[:-2], "--set", "model.no_such_key=1"], cwd=REPO, env=_env(), capture_output=True,
                          text=True, timeout=120)
