@@ -26,7 +26,7 @@ from typing import Any
 from imkd_core.atomic import atomic_write_text
 from imkd_core.errors import UserError, cli_main
 from imkd_core.frame import CAMERAS, RADARS
-from imkd_core.rig import Rig
+from imkd_core.rig import Rig, load_rig
 from imkd_core.weights import DEMO_CHECKPOINT  # named in the checkpoint's description and error
 from imkd_ros import param_files
 from imkd_ros.assembler import AssemblerConfig
@@ -302,8 +302,7 @@ def validate_params(params: Mapping[str, Any], rig: Rig | None = None) -> list[s
         dup = sorted(t for t, n in Counter(all_topics).items() if n > 1)
         if dup:
             errors.append(f"input topics must be distinct; repeated: {dup}")
-    if rig is not None and not bad & {"image_topics", "camera_info_topics", "radar_topics", "camera_offsets",
-                                      "trigger_camera"}:
+    if rig is not None and not bad & set(RIG_PARAMS):
         errors += rig_problems(p, rig)
     return errors
 
@@ -340,8 +339,6 @@ def effective_params(params_files: Sequence[str | Path] = (), overrides: Mapping
     values.update({k: v for k, v in (overrides or {}).items() if k in PARAM_SPECS})
     given |= set(overrides or {})
     if values["rig"] != PARAM_SPECS["rig"].default:  # the node takes these defaults from its rig
-        from imkd_core.rig import load_rig
-
         values.update({k: v for k, v in rig_defaults(load_rig(values["rig"])).items() if k not in given})
     return values
 
@@ -367,9 +364,10 @@ def assembler_config(p: Mapping[str, Any], radar_sweeps: int, rig: Rig | None = 
     """Node parameters (seconds) -> AssemblerConfig (nanoseconds), in the rig's sensor order
     (default: nuScenes')."""
     ns = lambda s: int(round(float(s) * NS_PER_S))  # noqa: E731
-    cameras = rig.camera_names if rig is not None else CAMERAS
+    rig = rig or load_rig()
+    cameras = rig.camera_names
     return AssemblerConfig(
-        cameras=cameras, radars=rig.radar_names if rig is not None else RADARS, trigger_camera=p["trigger_camera"],
+        cameras=cameras, radars=rig.radar_names, trigger_camera=p["trigger_camera"],
         match_window_ns=ns(p["sync_window"]),
         camera_offsets_ns={c: ns(o) for c, o in zip(cameras, p["camera_offsets"]) if o},
         camera_timeout_ns=ns(p["camera_timeout"]), camera_buffer_len=int(p["camera_buffer_len"]),

@@ -82,7 +82,7 @@ METRIC_KEYS: tuple[str, ...] = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "m
 class DetectionLimits:
     """Decode score threshold and top-K, set alike on the node (its parameters) and the offline Predictor.
 
-    Evaluation wants the whole precision-recall curve, so the defaults (`for_checkpoint`) are the
+    Evaluation wants the whole precision-recall curve, so the defaults (`for_model`) are the
     model config's own decode settings (tiny: 0.1 / 200), not the node's display-oriented 0.3 / 100.
     """
 
@@ -90,12 +90,9 @@ class DetectionLimits:
     max_detections: int
 
     @classmethod
-    def for_checkpoint(cls, checkpoint: str | Path, score_threshold: float | None = None,
-                       max_detections: int | None = None) -> DetectionLimits:
-        from imkd_core.checkpoint import load_checkpoint
-        from imkd_core.config import IMKDConfig
-
-        model = IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"]).model
+    def for_model(cls, model: Any, score_threshold: float | None = None,
+                  max_detections: int | None = None) -> DetectionLimits:
+        """From a checkpoint's model config (its decode settings), overridden where given."""
         thr = float(model.score_threshold if score_threshold is None else score_threshold)
         top = int(model.max_detections if max_detections is None else max_detections)
         if not 0.0 <= thr < 1.0:
@@ -106,12 +103,17 @@ class DetectionLimits:
         return {"score_threshold": float(self.score_threshold), "max_detections": int(self.max_detections)}
 
 
-def checkpoint_rig(checkpoint: str | Path) -> str:
-    """The rig a checkpoint was trained for (its config's data.rig: a rig name or YAML path)."""
+def checkpoint_config(checkpoint: str | Path) -> Any:
+    """The IMKDConfig a checkpoint records (CheckpointError on a missing/corrupt file)."""
     from imkd_core.checkpoint import load_checkpoint
     from imkd_core.config import IMKDConfig
 
-    return IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"]).data.rig
+    return IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"])
+
+
+def checkpoint_rig(checkpoint: str | Path) -> str:
+    """The rig a checkpoint was trained for (its config's data.rig: a rig name or YAML path)."""
+    return checkpoint_config(checkpoint).data.rig
 
 
 def _jsonable(obj: Any) -> Any:
@@ -278,11 +280,8 @@ def evaluate_side_by_side(nusc: Any, closed: ClosedLoopResult, checkpoint: str |
                           ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Detections] | None, Any]:
     """(replay metrics, offline metrics or None, offline detections or None, reader) on the bag's
     keyframes; the offline reader takes radar sweeps by the rule the node ran with."""
-    from imkd_core.checkpoint import load_checkpoint
-    from imkd_core.config import IMKDConfig
-
     tokens = list(closed.keyframes.values())
-    config = IMKDConfig.from_dict(load_checkpoint(checkpoint)["config"])
+    config = checkpoint_config(checkpoint)
     rule = node_sweep_rule(closed.node_parameters, int(config.data.radar_sweeps))
     reader = make_reader(nusc, tokens, config, radar_rule=rule)
     m_replay = evaluate_detections(nusc, reader, tokens, closed.detections, out_dir / "replay")
@@ -344,8 +343,9 @@ def run_replay_eval(
 
     t0 = time.monotonic()
     out = Path(out_dir)
-    limits = DetectionLimits.for_checkpoint(checkpoint, score_threshold, max_detections)  # fails early
-    rig_ref = checkpoint_rig(checkpoint)
+    config = checkpoint_config(checkpoint)  # a missing or corrupt checkpoint fails early
+    limits = DetectionLimits.for_model(config.model, score_threshold, max_detections)
+    rig_ref = config.data.rig
     rig = load_rig(rig_ref)
     reader = open_bag(bag)
     try:

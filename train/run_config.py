@@ -42,7 +42,8 @@ def build_config(args: argparse.Namespace) -> IMKDConfig:
         given = {item.partition("=")[0].strip() for item in args.overrides}
         d = cfg.to_dict()
         # a shipped rig by name; a rig file by absolute path, so the node finds it from any folder
-        d["data"]["rig"] = rig_name if rig_path(rig_name).parent == RIG_DIR else str(rig_path(rig_name).resolve())
+        path = rig_path(rig_name)
+        d["data"]["rig"] = rig_name if path.parent == RIG_DIR else str(path.resolve())
         for key in ("radar_sweeps", "lidar_sweeps"):
             if f"data.{key}" not in given:
                 d["data"][key] = getattr(rig, key)
